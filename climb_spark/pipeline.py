@@ -1,0 +1,33 @@
+"""The stages in pipeline order, and the checks each needs before Spark starts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pyspark.sql import SparkSession
+
+from . import corpus, ingest
+from .config import Config, check_input_exists, is_local_path
+
+# name -> run(spark, cfg) -> report with .summary(). Later stages (embed, cluster, prune, search,
+# export) register here in order and `climb-spark run` picks them up.
+STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
+    "ingest": ingest.run,
+}
+
+
+def uses_default_corpus(cfg: Config) -> bool:
+    return (is_local_path(cfg.ingest.input)
+            and Path(cfg.ingest.input).resolve() == Path(cfg.corpus.output).resolve())
+
+
+def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
+    """Everything checkable without Spark, so a bad run fails before it writes anything."""
+    if "ingest" in stages and not (build_corpus and uses_default_corpus(cfg)):
+        check_input_exists("ingest.input", cfg.ingest.input)
+
+
+def prepare_inputs(cfg: Config, log: Callable[[str], None]) -> None:
+    """The first run on the embedded default builds its corpus."""
+    if uses_default_corpus(cfg) and not any(Path(cfg.corpus.output).glob("*.jsonl")):
+        log(corpus.build(cfg.corpus).summary())

@@ -1,0 +1,33 @@
+"""Small Spark and Delta helpers shared by the stages."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+
+@contextmanager
+def session_conf(spark: SparkSession, conf: Mapping[str, str]) -> Iterator[None]:
+    """Runtime SQL confs for the actions inside the block, restored afterwards."""
+    previous = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def merge_insert_only(spark: SparkSession, table: str, source: DataFrame, key: Sequence[str]) -> None:
+    """Insert the rows whose key is not in `table` yet: re-running with the same rows is a no-op."""
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+    (DeltaTable.forName(spark, table).alias("t")
+     .merge(source.alias("s"), cond)
+     .whenNotMatchedInsertAll()
+     .execute())

@@ -1,0 +1,108 @@
+"""Every table climb-spark writes: its name, schema and key, in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from .config import LakehouseConfig
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    key: tuple[str, ...]
+    comment: str
+
+
+DOCUMENTS = TableSpec(
+    "documents",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False, {"comment": "sha256/128 of the normalized text"}),
+        T.StructField("text", T.StringType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("metadata", T.StringType(), True, {"comment": "the record's other fields, JSON"}),
+        T.StructField("n_chars", T.IntegerType(), False),
+        T.StructField("n_words", T.IntegerType(), False),
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False, {"comment": "1-based line, paragraph start or row"}),
+        T.StructField("offset", T.LongType(), True, {"comment": "byte offset in the (decompressed) file"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id",),
+    comment="One row per distinct normalized text; first occurrence wins.",
+)
+
+REJECTS = TableSpec(
+    "rejects",
+    T.StructType([
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False),
+        T.StructField("offset", T.LongType(), True),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("raw", T.StringType(), True, {"comment": "the start of the offending record"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("file", "line"),
+    comment="Input records that did not become documents, with the reason.",
+)
+
+DUPLICATES = TableSpec(
+    "duplicates",
+    T.StructType([
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False),
+        T.StructField("offset", T.LongType(), True),
+        T.StructField("doc_id", T.StringType(), False, {"comment": "the document this record repeats"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("file", "line"),
+    comment="Input records whose normalized text is already a document.",
+)
+
+ALL = (DOCUMENTS, REJECTS, DUPLICATES)
+
+
+class Lakehouse:
+    """Resolves table specs to catalog identifiers and creates what is missing."""
+
+    def __init__(self, cfg: LakehouseConfig):
+        self.cfg = cfg
+
+    @property
+    def schema_name(self) -> str:
+        parts = [self.cfg.catalog, self.cfg.schema] if self.cfg.catalog else [self.cfg.schema]
+        return ".".join(f"`{p}`" for p in parts)
+
+    def name(self, spec: TableSpec) -> str:
+        # Identifiers are validated in config; backticks keep reserved words usable.
+        return f"{self.schema_name}.`{spec.name}`"
+
+    def ensure(self, spark: SparkSession, spec: TableSpec) -> str:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}")
+        name = self.name(spec)
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {name} ({_ddl(spec.schema)}) USING DELTA "
+            f"COMMENT '{spec.comment.replace(chr(39), '')}'"
+        )
+        return name
+
+    def table(self, spark: SparkSession, spec: TableSpec) -> DataFrame:
+        return spark.table(self.name(spec))
+
+
+def _ddl(schema: T.StructType) -> str:
+    cols = []
+    for f in schema.fields:
+        col = f"`{f.name}` {f.dataType.simpleString()}"
+        if not f.nullable:
+            col += " NOT NULL"
+        if "comment" in f.metadata:
+            col += " COMMENT '" + f.metadata["comment"].replace("'", "") + "'"
+        cols.append(col)
+    return ", ".join(cols)

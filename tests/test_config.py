@@ -1,0 +1,81 @@
+import subprocess
+import sys
+
+import pytest
+
+from climb_spark.config import ConfigError, load
+
+from .conftest import ROOT
+
+LOCAL = ROOT / "conf" / "local.yaml"
+
+
+def test_profiles_compose_and_set_overrides_win():
+    cfg = load([LOCAL, ROOT / "conf" / "gpu.yaml"],
+               ["embed.batch_size=512", "spark.conf.spark.sql.shuffle.partitions=64"])
+    assert cfg.embed.batch_size == 512
+    assert cfg.embed.max_seq_length == 512  # from the gpu overlay
+    assert cfg.spark.master is None  # the overlay's null wins over local[*]
+    assert cfg.spark.conf["spark.plugins"] == "com.nvidia.spark.SQLPlugin"
+    assert cfg.spark.conf["spark.rapids.memory.gpu.pool"] == "NONE"
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "64"
+    assert cfg.spark.conf["spark.ui.enabled"] == "false"  # the base profile's keys stay
+
+
+@pytest.mark.parametrize("profile", ["local", "gpu", "databricks", "emr"])
+def test_every_shipped_profile_is_valid(profile):
+    load([LOCAL, ROOT / "conf" / f"{profile}.yaml"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ingest.txt_field=body", "ingest.txt_field: unknown key"),
+    ("bogus.key=1", "bogus: unknown key"),
+    ("embed.batch_size=big", "embed.batch_size: expected an integer, got str 'big'"),
+    ("embed.batch_size=true", "embed.batch_size: expected an integer"),
+    ("embed.normalize=1", "embed.normalize: expected true or false"),
+    ("ingest.text_unit=sentence", "ingest.text_unit: must be one of file, paragraph, line"),
+    ("lakehouse.schema=climb; DROP TABLE x", "lakehouse.schema: 'climb; DROP TABLE x' is not a valid identifier"),
+    ("spark.jar_poms=conf/jars/pom.xml", "spark.jar_poms: expected a list"),
+    ("embed.batch_size.x=1", "embed.batch_size: is not a section"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
+        load([LOCAL], [override])
+
+
+def test_missing_profile_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such profile file"):
+        load([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load([bad])
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "climb_spark", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_config_errors_are_one_line_exit_2(tmp_path):
+    done = _cli("ingest", "--conf", str(LOCAL), "--set", "ingest.text_fild=body")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "climb-spark: config error: ingest.text_fild: unknown key (known here: input, reject_sample_chars, "
+        "source_field, text_field, text_unit)"]
+
+
+def test_cli_missing_input_fails_before_spark(tmp_path):
+    done = _cli("ingest", "--conf", str(LOCAL), "--set", f"ingest.input={tmp_path}/absent",
+                "--set", f"lakehouse.root={tmp_path}/lake")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"climb-spark: config error: ingest.input: no such path: {tmp_path}/absent"
+    assert not (tmp_path / "lake").exists()  # nothing written
+
+
+def test_cli_missing_jars_is_a_config_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    done = _cli("ingest", "--conf", str(LOCAL), "--set", f"spark.jars_dir={tmp_path}/nojars",
+                "--set", f"ingest.input={tmp_path}/in", "--set", f"lakehouse.root={tmp_path}/lake")
+    assert done.returncode == 2
+    assert "spark.jars_dir: no jars in" in done.stderr and "resolve-jars" in done.stderr

@@ -1,0 +1,56 @@
+"""`climb-spark run` end to end in its own JVM on a slice of the real corpus, then a fresh
+session reads the tables by name through the persistent local catalog."""
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+from .conftest import ROOT
+
+
+def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
+    sets = {
+        "spark.master": "local[2]",
+        "spark.jars_dir": str(ROOT / ".cache" / "jars"),
+        "spark.conf.spark.sql.shuffle.partitions": "2",
+        "lakehouse.root": str(tmp_path / "lake"),
+        "corpus.output": str(tmp_path / "corpus"),
+        "corpus.max_docs": "150",
+        "ingest.input": str(tmp_path / "corpus"),
+        "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+    }
+    args = ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    done = subprocess.run([sys.executable, "-m", "climb_spark", "run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sample corpus: 150 documents" in done.stdout
+    m = re.search(r"(\d+) input records from (\d+) files = ([\d,]+) documents \(([\d,]+) new\) "
+                  r"\+ (\d+) duplicates \+ (\d+) rejects \[balanced\]", done.stdout)
+    assert m, done.stdout
+    records, _, docs, new, dups, rejects = (int(g.replace(",", "")) for g in m.groups())
+    assert records == 150 and docs == new and docs + dups + rejects == 150
+
+    query = textwrap.dedent(f"""
+        import json, sys
+        from climb_spark.config import load
+        from climb_spark.session import build_session
+        cfg = load(["conf/local.yaml"], sys.argv[1:])
+        spark = build_session(cfg)
+        out = {{
+            "documents": spark.sql("SELECT count(*) FROM climb.documents").first()[0],
+            "sources": spark.sql("SELECT count(DISTINCT source) FROM climb.documents").first()[0],
+            "rejects": spark.sql("SELECT count(*) FROM climb.rejects").first()[0],
+            "tables": sorted(r.tableName for r in spark.sql("SHOW TABLES IN climb").collect()),
+            "provider": spark.sql("DESCRIBE DETAIL climb.documents").first()["format"],
+        }}
+        print("RESULT" + json.dumps(out))
+    """)
+    fresh = subprocess.run([sys.executable, "-c", query, *[f"{k}={v}" for k, v in sets.items()]],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    out = json.loads(fresh.stdout.split("RESULT", 1)[1])
+    assert out["documents"] == docs and out["rejects"] == rejects
+    assert out["sources"] >= 7
+    assert out["tables"] == ["documents", "duplicates", "rejects"]
+    assert out["provider"] == "delta"
