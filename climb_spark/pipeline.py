@@ -6,13 +6,15 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from . import corpus, ingest
+from . import corpus, features, ingest, train_quality
 from .config import Config, check_input_exists, is_local_path
 
 # name -> run(spark, cfg) -> report with .summary(). Later stages (embed, cluster, prune, search,
 # export) register here in order and `climb-spark run` picks them up.
 STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
     "ingest": ingest.run,
+    "train-quality": train_quality.run,
+    "embed": features.run,
 }
 
 

@@ -122,6 +122,7 @@ def _read_jsonl(path: str, stream, opts: ReadOptions) -> Iterator[Record]:
             yield item
             continue
         number, offset, raw = item
+        raw = raw.rstrip(b"\r\n")
         if not raw.strip():
             continue  # blank lines separate nothing and carry nothing
         line, problem = _decode(raw)

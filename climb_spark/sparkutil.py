@@ -31,3 +31,11 @@ def merge_insert_only(spark: SparkSession, table: str, source: DataFrame, key: S
      .merge(source.alias("s"), cond)
      .whenNotMatchedInsertAll()
      .execute())
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """Cores the session can run tasks on (Spark Connect has no SparkContext to ask)."""
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:
+        return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))

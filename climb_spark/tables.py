@@ -65,7 +65,23 @@ DUPLICATES = TableSpec(
     comment="Input records whose normalized text is already a document.",
 )
 
-ALL = (DOCUMENTS, REJECTS, DUPLICATES)
+DOC_FEATURES = TableSpec(
+    "doc_features",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType(), False), False),
+        T.StructField("quality", T.FloatType(), False, {"comment": "expected rubric score, 0-5"}),
+        T.StructField("advertisement", T.FloatType(), False, {"comment": "0-5, higher = fewer ads"}),
+        T.StructField("informational_value", T.FloatType(), False),
+        T.StructField("educational_value", T.FloatType(), False),
+        T.StructField("embedding_model", T.StringType(), False, {"comment": "name==version"}),
+        T.StructField("quality_model", T.StringType(), False, {"comment": "hash of the fastText files"}),
+        T.StructField("features_run_id", T.StringType(), False),
+        T.StructField("computed_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id",),
+    comment="Sentence embedding and fastText quality scores per document.",
+)
 
 
 class Lakehouse:

@@ -18,6 +18,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
         "corpus.output": str(tmp_path / "corpus"),
         "corpus.max_docs": "150",
         "ingest.input": str(tmp_path / "corpus"),
+        "quality.model_dir": str(tmp_path / "quality"),
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
     }
     args = ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
@@ -41,6 +42,8 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
             "documents": spark.sql("SELECT count(*) FROM climb.documents").first()[0],
             "sources": spark.sql("SELECT count(DISTINCT source) FROM climb.documents").first()[0],
             "rejects": spark.sql("SELECT count(*) FROM climb.rejects").first()[0],
+            "features": spark.sql("SELECT count(*), min(size(embedding)), avg(quality) "
+                                  "FROM climb.doc_features JOIN climb.documents USING (doc_id)").first(),
             "tables": sorted(r.tableName for r in spark.sql("SHOW TABLES IN climb").collect()),
             "provider": spark.sql("DESCRIBE DETAIL climb.documents").first()["format"],
         }}
@@ -52,5 +55,9 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     out = json.loads(fresh.stdout.split("RESULT", 1)[1])
     assert out["documents"] == docs and out["rejects"] == rejects
     assert out["sources"] >= 7
-    assert out["tables"] == ["documents", "duplicates", "rejects"]
+    assert out["tables"] == ["doc_features", "documents", "duplicates", "rejects"]
+    n, dim, mean_quality = out["features"]
+    assert n == docs and dim == 384 and 0 < mean_quality < 5
+    assert "train-quality: 4 fastText classifiers" in done.stdout
+    assert f"doc_features now {docs}" in done.stdout
     assert out["provider"] == "delta"

@@ -1,0 +1,139 @@
+"""Embed-and-label stage: `documents` -> `doc_features` (embedding + four fastText scores).
+
+One pass over the text: each Python worker loads the sentence-transformers model and the four
+fastText models once (a per-process cache that survives across tasks with worker reuse) and
+scores every Arrow batch it is given. Only documents not yet in `doc_features` are read, so a
+re-run is a no-op and new documents are all that a later run computes.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from . import embedding, quality
+from .config import Config
+from .sparkutil import default_parallelism, merge_insert_only
+from .tables import DOC_FEATURES, DOCUMENTS, Lakehouse
+
+_COMPUTED = [f for f in DOC_FEATURES.schema.fields if f.name in ("doc_id", "embedding", *quality.CRITERIA)]
+COMPUTED = T.StructType([T.StructField(f.name, f.dataType, True) for f in _COMPUTED])
+
+
+@dataclass(frozen=True)
+class Featurizer:
+    """What a worker needs to rebuild the models: plain values, cheap to pickle into each task."""
+
+    model: embedding.ModelRef
+    dim: int
+    max_seq_length: int
+    batch_size: int
+    normalize: bool
+    trust_remote_code: bool
+    device: str
+    fp16: bool
+    quality_dir: str
+
+
+_MODELS: dict[Featurizer, tuple] = {}
+
+
+def _device(preference: str) -> str:
+    """The task's own GPU if Spark assigned one; otherwise CPU with the task's share of cores."""
+    import torch
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx else None
+    if preference != "cpu" and gpus is not None and gpus.addresses:
+        return f"cuda:{gpus.addresses[0]}"
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("embed.device=cuda but this task sees no GPU")
+        return "cuda"
+    # No oversubscription: a task's torch uses the cores Spark gave the task.
+    torch.set_num_threads(max(1, ctx.cpus() if ctx else torch.get_num_threads()))
+    return "cpu"
+
+
+def _models(f: Featurizer) -> tuple:
+    if f not in _MODELS:
+        encoder = embedding.load_encoder(f.model, _device(f.device), f.max_seq_length,
+                                         f.trust_remote_code, f.fp16)
+        _MODELS[f] = (encoder, quality.load_models(f.quality_dir))
+    return _MODELS[f]
+
+
+def featurize(batches: Iterator[pd.DataFrame], f: Featurizer) -> Iterator[pd.DataFrame]:
+    """(doc_id, text) batches -> (doc_id, embedding, four scores) batches."""
+    encoder, classifiers = _models(f)
+    for batch in batches:
+        texts = batch["text"].tolist()
+        ids = batch["doc_id"].tolist()
+        vectors = embedding.encode(encoder, texts, f.batch_size, f.normalize)
+        embedding.check_vectors(vectors, ids, f.dim)
+        scores = quality.score_all(classifiers, texts)
+        yield pd.DataFrame({"doc_id": ids, "embedding": list(vectors), **scores})
+
+
+@dataclass
+class FeaturesReport:
+    run_id: str
+    pending: int
+    written: int
+    total: int
+    model: str
+    quality_model: str
+    dim: int
+    seconds: float
+
+    def summary(self) -> str:
+        rate = self.pending / self.seconds if self.seconds else 0.0
+        return (f"embed {self.run_id}: {self.pending:,} documents embedded and scored "
+                f"({rate:,.1f} docs/s), {self.written:,} rows written, doc_features now {self.total:,}; "
+                f"{self.model} dim {self.dim}, quality models {self.quality_model}")
+
+
+def featurizer(cfg: Config) -> Featurizer:
+    ref = embedding.resolve_model(cfg.embed.model)
+    # The dimension is read once on the driver so every worker's vectors can be checked against it.
+    probe = embedding.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
+    return Featurizer(ref, int(probe.get_sentence_embedding_dimension()), cfg.embed.max_seq_length,
+                      cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
+                      cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> FeaturesReport:
+    run_id = run_id or uuid.uuid4().hex[:12]
+    lake = Lakehouse(cfg.lakehouse)
+    docs = lake.ensure(spark, DOCUMENTS)
+    table = lake.ensure(spark, DOC_FEATURES)
+    f = featurizer(cfg)
+    qversion = quality.models_version(cfg.quality.model_dir)
+
+    pending = (spark.table(docs).select("doc_id", "text")
+               .join(spark.table(table).select("doc_id"), "doc_id", "left_anti"))
+    n_pending = pending.count()
+    started = time.monotonic()
+    if n_pending:
+        parts = cfg.embed.partitions or 2 * default_parallelism(spark)
+        computed = pending.repartition(parts).mapInPandas(lambda it: featurize(it, f), schema=COMPUTED)
+        rows = computed.select(
+            "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in quality.CRITERIA],
+            F.lit(f"{f.model.name}=={f.model.version}").alias("embedding_model"),
+            F.lit(qversion).alias("quality_model"),
+            F.lit(run_id).alias("features_run_id"), F.current_timestamp().alias("computed_at"))
+        before = spark.table(table).count()
+        merge_insert_only(spark, table, rows, DOC_FEATURES.key)
+        total = spark.table(table).count()
+    else:
+        before = total = spark.table(table).count()
+    return FeaturesReport(run_id, n_pending, total - before, total, f"{f.model.name}=={f.model.version}",
+                          qversion, f.dim, time.monotonic() - started)
