@@ -97,7 +97,7 @@ class EmbedConfig:
     # auto: the task's GPU when Spark assigned one, else CPU with spark.task.cpus threads.
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
     fp16: bool = True
-    # Tasks for the embedding pass; 0 = twice the default parallelism.
+    # Tasks for the embedding pass; 0 = one per 256 documents, at least two per core.
     partitions: int = 0
 
 

@@ -68,3 +68,9 @@ def check_vectors(vectors: np.ndarray, doc_ids: Sequence[str], dim: int) -> None
     if bad.any():
         ids = [d for d, b in zip(doc_ids, bad) if b]
         raise EmbeddingError(f"non-finite embedding for {len(ids)} document(s): {', '.join(ids[:5])}")
+
+
+def dimension(model) -> int:
+    # sentence-transformers 6 renamed the method; older releases only have the long name.
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())

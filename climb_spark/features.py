@@ -101,11 +101,16 @@ class FeaturesReport:
                 f"{self.model} dim {self.dim}, quality models {self.quality_model}")
 
 
+def partitions_for(n_docs: int, cores: int, docs_per_task: int = 256) -> int:
+    """Small tasks: models stay loaded across them, and the last task on a core ends soon."""
+    return max(2 * cores, -(-n_docs // docs_per_task))
+
+
 def featurizer(cfg: Config) -> Featurizer:
     ref = embedding.resolve_model(cfg.embed.model)
     # The dimension is read once on the driver so every worker's vectors can be checked against it.
     probe = embedding.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
-    return Featurizer(ref, int(probe.get_sentence_embedding_dimension()), cfg.embed.max_seq_length,
+    return Featurizer(ref, embedding.dimension(probe), cfg.embed.max_seq_length,
                       cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
                       cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
 
@@ -123,7 +128,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Features
     n_pending = pending.count()
     started = time.monotonic()
     if n_pending:
-        parts = cfg.embed.partitions or 2 * default_parallelism(spark)
+        parts = cfg.embed.partitions or partitions_for(n_pending, default_parallelism(spark))
         computed = pending.repartition(parts).mapInPandas(lambda it: featurize(it, f), schema=COMPUTED)
         rows = computed.select(
             "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in quality.CRITERIA],

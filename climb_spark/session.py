@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 from .config import Config, is_local_path
 from .jars import list_jars
 
+LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -19,6 +20,7 @@ DELTA_CONF = {
 def spark_conf(cfg: Config) -> dict[str, str]:
     """Every Spark setting a profile implies, in the order they apply (profile confs last)."""
     conf: dict[str, str] = {"spark.app.name": cfg.spark.app_name}
+    java_opts = [f"-Dlog4j.configurationFile={LOG4J}"]
     if cfg.spark.jars_dir:
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
@@ -35,8 +37,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
             # Embedded Derby keeps the table names between sessions; one JVM at a time may open it.
             "spark.hadoop.javax.jdo.option.ConnectionURL":
                 f"jdbc:derby:;databaseName={root_path / 'metastore_db'};create=true",
-            "spark.driver.extraJavaOptions": f"-Dderby.system.home={root_path}",
         })
+        java_opts.append(f"-Dderby.system.home={root_path}")
+    conf["spark.driver.extraJavaOptions"] = " ".join(java_opts)
     conf.update(cfg.spark.conf)
     return conf
 
