@@ -21,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .config import CorpusConfig
+from .config import ConfigError, CorpusConfig
 
 
 @dataclass(frozen=True)
@@ -256,8 +256,6 @@ def build(cfg: CorpusConfig) -> CorpusReport:
     wanted = cfg.sources if cfg.sources is not None else list(SOURCES)
     unknown = [s for s in wanted if s not in SOURCES]
     if unknown:
-        from .config import ConfigError
-
         raise ConfigError(f"corpus.sources: unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
     pools: dict[str, list[Item]] = {}
     missing: dict[str, str] = {}

@@ -7,7 +7,8 @@ from typing import Any, Callable
 from pyspark.sql import SparkSession
 
 from . import corpus, features, ingest, train_quality
-from .config import Config, check_input_exists, is_local_path
+from .config import Config, ConfigError, check_input_exists, is_local_path
+from .quality import CRITERIA, model_path
 
 # name -> run(spark, cfg) -> report with .summary(). Later stages (embed, cluster, prune, search,
 # export) register here in order and `climb-spark run` picks them up.
@@ -27,6 +28,11 @@ def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
     """Everything checkable without Spark, so a bad run fails before it writes anything."""
     if "ingest" in stages and not (build_corpus and uses_default_corpus(cfg)):
         check_input_exists("ingest.input", cfg.ingest.input)
+    if "embed" in stages and "train-quality" not in stages:
+        missing = [c for c in CRITERIA if not model_path(cfg.quality.model_dir, c).is_file()]
+        if missing:
+            raise ConfigError(f"quality.model_dir: no fastText model for {', '.join(missing)} in "
+                              f"{cfg.quality.model_dir}; run `climb-spark train-quality` first")
 
 
 def prepare_inputs(cfg: Config, log: Callable[[str], None]) -> None:

@@ -79,3 +79,13 @@ def test_cli_missing_jars_is_a_config_error(tmp_path):
                 "--set", f"ingest.input={tmp_path}/in", "--set", f"lakehouse.root={tmp_path}/lake")
     assert done.returncode == 2
     assert "spark.jars_dir: no jars in" in done.stderr and "resolve-jars" in done.stderr
+
+
+def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
+    done = _cli("embed", "--conf", str(LOCAL), "--set", f"quality.model_dir={tmp_path}/none",
+                "--set", f"lakehouse.root={tmp_path}/lake")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"climb-spark: config error: quality.model_dir: no fastText model for quality, advertisement, "
+        f"informational_value, educational_value in {tmp_path}/none; run `climb-spark train-quality` first")
+    assert not (tmp_path / "lake").exists()
