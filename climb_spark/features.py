@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F

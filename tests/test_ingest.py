@@ -11,7 +11,6 @@ from climb_spark import ingest
 from climb_spark.corpus import build
 from climb_spark.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
 
-from .conftest import ROOT
 
 
 def write_inputs(folder):

@@ -32,13 +32,13 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     records, _, docs, new, dups, rejects = (int(g.replace(",", "")) for g in m.groups())
     assert records == 150 and docs == new and docs + dups + rejects == 150
 
-    query = textwrap.dedent(f"""
+    query = textwrap.dedent("""
         import json, sys
         from climb_spark.config import load
         from climb_spark.session import build_session
         cfg = load(["conf/local.yaml"], sys.argv[1:])
         spark = build_session(cfg)
-        out = {{
+        out = {
             "documents": spark.sql("SELECT count(*) FROM climb.documents").first()[0],
             "sources": spark.sql("SELECT count(DISTINCT source) FROM climb.documents").first()[0],
             "rejects": spark.sql("SELECT count(*) FROM climb.rejects").first()[0],
@@ -46,7 +46,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
                                   "FROM climb.doc_features JOIN climb.documents USING (doc_id)").first(),
             "tables": sorted(r.tableName for r in spark.sql("SHOW TABLES IN climb").collect()),
             "provider": spark.sql("DESCRIBE DETAIL climb.documents").first()["format"],
-        }}
+        }
         print("RESULT" + json.dumps(out))
     """)
     fresh = subprocess.run([sys.executable, "-c", query, *[f"{k}={v}" for k, v in sets.items()]],
@@ -59,5 +59,5 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     n, dim, mean_quality = out["features"]
     assert n == docs and dim == 384 and 0 < mean_quality < 5
     assert "train-quality: 4 fastText classifiers" in done.stdout
-    assert f"doc_features now {docs}" in done.stdout
+    assert f"doc_features now {docs:,}" in done.stdout
     assert out["provider"] == "delta"
