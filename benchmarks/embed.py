@@ -72,8 +72,7 @@ def main() -> None:
         "length(text) AS n_chars", "size(split(text, ' ')) AS n_words", "'bench' AS file",
         "CAST(0 AS bigint) AS line", "CAST(0 AS bigint) AS offset", "'bench' AS ingest_run_id",
         "current_timestamp() AS ingested_at").write.format("delta").mode("overwrite").saveAsTable("bench_docs")
-    parts = features.partitions_for(n, 2)
-    docs = spark.table("bench_docs").select("doc_id", "text").repartition(parts).cache()
+    docs = features.by_length(spark.table("bench_docs").select("doc_id", "text"), n, 2).cache()
     docs.count()
     from climb_spark.teacher import rubric_scores
 
@@ -81,33 +80,33 @@ def main() -> None:
         quality.train(texts, [rubric_scores(t)[c] for t in texts], quality.model_path(cfg.quality.model_dir, c),
                       epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1)
     f = features.featurizer(cfg)
+    version = quality.models_version(cfg.quality.model_dir)
 
-    def spark_pass(fn, schema):
-        docs.mapInPandas(fn, schema=schema).write.format("noop").mode("overwrite").save()
+    def spark_pass(frame, fn, schema) -> float:
+        return timed(lambda: frame.mapInPandas(fn, schema=schema).write.format("noop").mode("overwrite").save())
 
-    spark_pass(lambda it: features.featurize(it, f), features.COMPUTED)  # warm-up: loads models
-    spark_embed = n / timed(lambda: spark_pass(lambda it: features.featurize(it, f), features.COMPUTED))
+    def embed_fn(it):
+        return features.featurize(it, f, version)
+
+    spark_pass(docs, embed_fn, features.COMPUTED)  # warm-up: each worker loads its models
+    spark_embed = n / spark_pass(docs, embed_fn, features.COMPUTED)
 
     models = quality.load_models(cfg.quality.model_dir)
     quality.score_all(models, texts[:10])
     plain_score = 20 * n / timed(lambda: quality.score_all(models, texts * 20))
 
     qdir = cfg.quality.model_dir
-
-    def score_only(batches):
-        ms = quality.load_models(qdir)  # a few MB: loading once per task is noise here
-        for b in batches:
-            yield b.assign(**{c: v for c, v in quality.score_all(ms, b["text"].tolist()).items()})[
-                ["doc_id", *quality.CRITERIA]]
-
     schema = "doc_id string, " + ", ".join(f"{c} float" for c in quality.CRITERIA)
     # fastText is fast: score 20x the rows so Spark's per-job overhead is amortized as in a real run.
-    big = spark.table("bench_docs").select("doc_id", "text").crossJoin(spark.range(20)).drop("id")
-    big = big.repartition(8).cache()
+    big = (spark.table("bench_docs").select("doc_id", "text").crossJoin(spark.range(20)).drop("id")
+           .repartition(8).cache())
     big.count()
-    big.mapInPandas(score_only, schema=schema).write.format("noop").mode("overwrite").save()
-    spark_score = 20 * n / timed(lambda: big.mapInPandas(score_only, schema=schema)
-                                .write.format("noop").mode("overwrite").save())
+
+    def score_fn(it):
+        return features.score(it, qdir, version)
+
+    spark_pass(big, score_fn, schema)
+    spark_score = 20 * n / spark_pass(big, score_fn, schema)
     spark.stop()
 
     print(f"embedding+scoring  plain encode {plain_embed:8.1f} docs/s | spark stage {spark_embed:8.1f} docs/s"

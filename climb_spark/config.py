@@ -97,7 +97,7 @@ class EmbedConfig:
     # auto: the task's GPU when Spark assigned one, else CPU with spark.task.cpus threads.
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
     fp16: bool = True
-    # Tasks for the embedding pass; 0 = one per 256 documents, at least two per core.
+    # Tasks for the embedding pass; 0 = ranges of similar text length, ~256 documents each.
     partitions: int = 0
 
 
@@ -112,6 +112,10 @@ class QualityConfig:
     lr: float = 0.5
     word_ngrams: int = 2
     dim: int = 50
+    # Hash buckets for word n-grams; a model file is about bucket x dim x 4 bytes (400 MB at the
+    # defaults). fastText-numpy2 0.10.4 intermittently diverged to NaN, with a different model
+    # each time for the same seed, at 100,000 buckets here; its default of 2M never did.
+    bucket: int = 2000000
     seed: int = 42
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -41,7 +41,9 @@ class Featurizer:
     quality_dir: str
 
 
-_MODELS: dict[Featurizer, tuple] = {}
+# Per Python worker: with spark.python.worker.reuse the same process serves many tasks.
+_ENCODERS: dict[Featurizer, object] = {}
+_CLASSIFIERS: dict[str, dict] = {}
 
 
 def _device(preference: str) -> str:
@@ -62,17 +64,30 @@ def _device(preference: str) -> str:
     return "cpu"
 
 
-def _models(f: Featurizer) -> tuple:
-    if f not in _MODELS:
-        encoder = embedding.load_encoder(f.model, _device(f.device), f.max_seq_length,
-                                         f.trust_remote_code, f.fp16)
-        _MODELS[f] = (encoder, quality.load_models(f.quality_dir))
-    return _MODELS[f]
+def _encoder(f: Featurizer):
+    if f not in _ENCODERS:
+        _ENCODERS[f] = embedding.load_encoder(f.model, _device(f.device), f.max_seq_length,
+                                              f.trust_remote_code, f.fp16)
+    return _ENCODERS[f]
 
 
-def featurize(batches: Iterator[pd.DataFrame], f: Featurizer) -> Iterator[pd.DataFrame]:
+def _classifiers(model_dir: str, version: str) -> dict:
+    key = f"{model_dir}@{version}"
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS[key] = quality.load_models(model_dir)
+    return _CLASSIFIERS[key]
+
+
+def score(batches: Iterator[pd.DataFrame], model_dir: str, version: str) -> Iterator[pd.DataFrame]:
+    """(doc_id, text) batches -> (doc_id, four scores): re-scoring without re-embedding."""
+    classifiers = _classifiers(model_dir, version)
+    for batch in batches:
+        yield pd.DataFrame({"doc_id": batch["doc_id"], **quality.score_all(classifiers, batch["text"].tolist())})
+
+
+def featurize(batches: Iterator[pd.DataFrame], f: Featurizer, version: str) -> Iterator[pd.DataFrame]:
     """(doc_id, text) batches -> (doc_id, embedding, four scores) batches."""
-    encoder, classifiers = _models(f)
+    encoder, classifiers = _encoder(f), _classifiers(f.quality_dir, version)
     for batch in batches:
         texts = batch["text"].tolist()
         ids = batch["doc_id"].tolist()
@@ -100,9 +115,11 @@ class FeaturesReport:
                 f"{self.model} dim {self.dim}, quality models {self.quality_model}")
 
 
-def partitions_for(n_docs: int, cores: int, docs_per_task: int = 256) -> int:
-    """Small tasks: models stay loaded across them, and the last task on a core ends soon."""
-    return max(2 * cores, -(-n_docs // docs_per_task))
+def by_length(docs: DataFrame, n_docs: int, cores: int, docs_per_task: int = 256) -> DataFrame:
+    """Tasks of similar-length texts (little padding in a model batch), longest first, so the
+    tasks left running at the end are the short ones; small tasks, since models stay loaded."""
+    parts = max(2 * cores, -(-n_docs // docs_per_task))
+    return docs.repartitionByRange(parts, F.length("text").desc())
 
 
 def featurizer(cfg: Config) -> Featurizer:
@@ -127,8 +144,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Features
     n_pending = pending.count()
     started = time.monotonic()
     if n_pending:
-        parts = cfg.embed.partitions or partitions_for(n_pending, default_parallelism(spark))
-        computed = pending.repartition(parts).mapInPandas(lambda it: featurize(it, f), schema=COMPUTED)
+        planned = (pending.repartition(cfg.embed.partitions) if cfg.embed.partitions
+                   else by_length(pending, n_pending, default_parallelism(spark)))
+        computed = planned.mapInPandas(lambda it: featurize(it, f, qversion), schema=COMPUTED)
         rows = computed.select(
             "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in quality.CRITERIA],
             F.lit(f"{f.model.name}=={f.model.version}").alias("embedding_model"),

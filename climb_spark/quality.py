@@ -59,11 +59,14 @@ def score_all(models: Mapping[str, object], texts: Sequence[str]) -> dict[str, n
 
 
 def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int, lr: float,
-          word_ngrams: int, dim: int, seed: int) -> None:
+          word_ngrams: int, dim: int, seed: int, bucket: int = 2000000) -> None:
     """Train one classifier; single-threaded so that the same data gives the same model."""
     import tempfile
 
     import fasttext
+
+    if word_ngrams > 1 and bucket < 1:
+        raise ValueError("quality.bucket must be positive when word_ngrams > 1 (fastText divides by it)")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as fh:
@@ -72,7 +75,8 @@ def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int
         train_file = fh.name
     try:
         model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                          dim=dim, minCount=1, thread=1, seed=seed, verbose=0)
+                                          dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
+                                          verbose=0)
     finally:
         Path(train_file).unlink()
     model.save_model(str(path))

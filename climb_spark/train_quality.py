@@ -39,6 +39,7 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
     labels = [rubric_scores(t) for t in texts]
     for criterion in quality.CRITERIA:
         quality.train(texts, [lab[criterion] for lab in labels], quality.model_path(q.model_dir, criterion),
-                      epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed)
+                      epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed,
+                      bucket=q.bucket)
     means = {c: sum(lab[c] for lab in labels) / len(labels) for c in quality.CRITERIA}
     return TrainReport(len(texts), q.model_dir, quality.models_version(q.model_dir), means)

@@ -1,6 +1,7 @@
 """fastText under numpy 2: training without NaN, batch and single predictions that agree,
 expected scores from the class probabilities, and a teacher-trained student that separates
 promotional or garbled text from clean expository text."""
+import hashlib
 import json
 
 import fasttext
@@ -56,6 +57,24 @@ def test_fasttext_numpy2_trains_and_predicts_consistently(trained):
         single_labs, single_probs = model.predict(text, k=-1)  # single-string predict works too
         assert list(single_labs) == list(labs) and np.allclose(single_probs, probs, atol=1e-6)
         assert abs(float(np.sum(probs)) - 1) < 1e-3 and np.all(np.asarray(probs) >= 0)
+
+
+def test_training_is_deterministic_and_finite(tmp_path):
+    """fastText-numpy2 with the configured defaults: the same data gives the same bytes, every run."""
+    from climb_spark.config import QualityConfig
+
+    q = QualityConfig()
+    build(CorpusConfig(output=str(tmp_path / "c"), max_docs=400, seed=2))
+    texts = [json.loads(line)["text"] for f in sorted((tmp_path / "c").glob("*.jsonl")) for line in f.open()]
+    labels = [rubric_scores(t)["quality"] for t in texts]
+    digests = set()
+    for _ in range(3):
+        quality.train(texts, labels, tmp_path / "m.bin", epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams,
+                      dim=q.dim, seed=q.seed, bucket=q.bucket)
+        digests.add(hashlib.sha256((tmp_path / "m.bin").read_bytes()).hexdigest())
+    assert len(digests) == 1
+    model = fasttext.load_model(str(tmp_path / "m.bin"))
+    assert np.isfinite(model.get_input_matrix()).all()
 
 
 def test_expected_score_is_probability_weighted(trained):
