@@ -58,6 +58,8 @@ class LakehouseConfig:
 class MlflowConfig:
     tracking_uri: str = "sqlite:///lakehouse/mlflow.db"
     experiment: str = "climb-spark"
+    # Where a new experiment keeps its artifacts (models, figures); null = the server's default.
+    artifact_location: str | None = "./lakehouse/mlartifacts"
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,36 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class AnnotateConfig:
+    """Teacher labels for the quality classifiers: the rule-based stand-in or an LLM endpoint."""
+
+    teacher: str = field(default="heuristic", metadata=_choice("heuristic", "llm"))
+    # Documents to label: uniform, or stratified by cluster once doc_clusters exists.
+    sample_docs: int = 20000
+    seed: int = 42
+    # OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 for vLLM.
+    base_url: str | None = None
+    model: str | None = None
+    # The NAME of the environment variable holding the API key; the key itself never goes in YAML.
+    api_key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = 8
+    max_retries: int = 5
+    timeout_s: float = 60.0
+    backoff_s: float = 1.0
+    max_chars: int = 6000
+    # Results are committed to Delta every this many documents, so a killed run loses little.
+    commit_every: int = 500
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.bin."""
 
     model_dir: str = "./lakehouse/models/quality"
-    # Training data for `train-quality`: this many documents, labelled by the heuristic teacher.
-    train_docs: int = 20000
+    # classes: the rubric's 0-5; binary: score >= binary_threshold (the paper's cut is 3).
+    label_scheme: str = field(default="classes", metadata=_choice("classes", "binary"))
+    binary_threshold: int = 3
+    holdout_fraction: float = 0.1
     epoch: int = 25
     lr: float = 0.5
     word_ngrams: int = 2
@@ -133,6 +159,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from . import corpus, features, ingest, train_quality
+from . import annotate, corpus, features, ingest, train_quality
 from .config import Config, ConfigError, check_input_exists, is_local_path
 from .quality import CRITERIA, model_path
 
@@ -14,6 +14,7 @@ from .quality import CRITERIA, model_path
 # export) register here in order and `climb-spark run` picks them up.
 STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
     "ingest": ingest.run,
+    "annotate": annotate.run,
     "train-quality": train_quality.run,
     "embed": features.run,
 }
@@ -28,6 +29,8 @@ def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
     """Everything checkable without Spark, so a bad run fails before it writes anything."""
     if "ingest" in stages and not (build_corpus and uses_default_corpus(cfg)):
         check_input_exists("ingest.input", cfg.ingest.input)
+    if "annotate" in stages and cfg.annotate.teacher == "llm" and not (cfg.annotate.base_url and cfg.annotate.model):
+        raise ConfigError("annotate.base_url and annotate.model are required with annotate.teacher=llm")
     if "embed" in stages and "train-quality" not in stages:
         missing = [c for c in CRITERIA if not model_path(cfg.quality.model_dir, c).is_file()]
         if missing:

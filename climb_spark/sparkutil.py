@@ -33,6 +33,17 @@ def merge_insert_only(spark: SparkSession, table: str, source: DataFrame, key: S
      .execute())
 
 
+def merge_upsert(spark: SparkSession, table: str, source: DataFrame, key: Sequence[str],
+                 replace_when: str) -> None:
+    """Insert new keys; overwrite an existing row only where `replace_when` holds for it (t.*)."""
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+    (DeltaTable.forName(spark, table).alias("t")
+     .merge(source.alias("s"), cond)
+     .whenMatchedUpdateAll(condition=replace_when)
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
 def default_parallelism(spark: SparkSession) -> int:
     """Cores the session can run tasks on (Spark Connect has no SparkContext to ask)."""
     try:

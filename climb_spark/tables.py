@@ -122,3 +122,34 @@ def _ddl(schema: T.StructType) -> str:
             col += " COMMENT '" + f.metadata["comment"].replace("'", "") + "'"
         cols.append(col)
     return ", ".join(cols)
+
+ANNOTATIONS = TableSpec(
+    "annotations",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("teacher", T.StringType(), False, {"comment": "heuristic-v1 or the LLM's model name"}),
+        T.StructField("prompt_version", T.StringType(), False),
+        T.StructField("quality", T.IntegerType(), True),
+        T.StructField("advertisement", T.IntegerType(), True),
+        T.StructField("informational_value", T.IntegerType(), True),
+        T.StructField("educational_value", T.IntegerType(), True),
+        T.StructField("raw_response", T.StringType(), True),
+        T.StructField("error", T.StringType(), True, {"comment": "null when the scores are usable"}),
+        T.StructField("attempts", T.IntegerType(), False),
+        T.StructField("annotate_run_id", T.StringType(), False),
+        T.StructField("annotated_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id", "teacher", "prompt_version"),
+    comment="Teacher scores on the 0-5 rubric, the training data of the quality classifiers.",
+)
+
+DOC_CLUSTERS = TableSpec(
+    "doc_clusters",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("distance", T.FloatType(), False),
+    ]),
+    key=("doc_id",),
+    comment="Nearest k-means centroid per document.",
+)

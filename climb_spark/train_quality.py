@@ -1,45 +1,111 @@
-"""Train the four fastText quality classifiers from teacher-labelled documents.
+"""Train the four fastText quality classifiers from the teacher's `annotations`.
 
-The teacher here is the rule-based `teacher.rubric_scores` (no LLM endpoint in the embedded
-default); the sample is the first `quality.train_docs` documents by doc_id, so the same
-documents and config give the same models.
+Held-out documents are a fixed hash slice of doc_id (`quality.holdout_fraction`), so the split
+is the same on every run. Metrics per criterion are top-class accuracy, macro-F1 and the mean
+absolute error of the expected score against the teacher's score. They go to stdout and to an
+MLflow run, together with the model files. The models are written to `quality.model_dir`,
+where the embed stage reads them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from . import quality
+from . import quality, tracking
+from .annotate import teacher_key
 from .config import Config
-from .tables import DOCUMENTS, Lakehouse
-from .teacher import rubric_scores
+from .tables import ANNOTATIONS, DOCUMENTS, Lakehouse
+
+
+def is_holdout(doc_id: str, fraction: float) -> bool:
+    return int(doc_id[:8], 16) % 10000 < fraction * 10000
+
+
+def labels_for(scores: list[int], scheme: str, threshold: int) -> list[int]:
+    return [int(s >= threshold) for s in scores] if scheme == "binary" else list(scores)
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    f1s = []
+    for label in np.unique(np.concatenate([truth, pred])):
+        tp = np.sum((pred == label) & (truth == label))
+        fp = np.sum((pred == label) & (truth != label))
+        fn = np.sum((pred != label) & (truth == label))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def evaluate(model, texts: list[str], truth: list[int], scores: list[int], scheme: str) -> dict[str, float]:
+    labels, _ = model.predict([quality.fasttext_text(t) for t in texts], k=1)
+    pred = np.array([int(lab[0].rsplit("__", 1)[1]) for lab in labels])
+    expected = quality.expected_scores(model, texts)
+    target = np.asarray(truth if scheme == "binary" else scores, dtype=np.float64)
+    return {
+        "accuracy": float(np.mean(pred == np.asarray(truth))),
+        "macro_f1": macro_f1(np.asarray(truth), pred),
+        "mae": float(np.mean(np.abs(expected - target))),
+    }
 
 
 @dataclass
 class TrainReport:
-    documents: int
+    teacher: str
+    n_train: int
+    n_holdout: int
     model_dir: str
     version: str
-    label_means: dict[str, float]
+    metrics: dict[str, dict[str, float]]
+    mlflow_run_id: str
 
     def summary(self) -> str:
-        means = ", ".join(f"{k} {v:.2f}" for k, v in self.label_means.items())
-        return (f"train-quality: 4 fastText classifiers from {self.documents:,} teacher-labelled documents "
-                f"-> {self.model_dir} (version {self.version}); label means: {means}")
+        lines = [f"train-quality: 4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
+                 f"{self.n_holdout:,} held out -> {self.model_dir} (version {self.version}, "
+                 f"MLflow run {self.mlflow_run_id})"]
+        for c, m in self.metrics.items():
+            lines.append(f"  {c:20s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+                         f"MAE {m['mae']:.3f}")
+        return "\n".join(lines)
 
 
 def run(spark: SparkSession, cfg: Config) -> TrainReport:
+    import mlflow
+
     q = cfg.quality
-    docs = Lakehouse(cfg.lakehouse).ensure(spark, DOCUMENTS)
-    texts = [r["text"] for r in spark.table(docs).select("doc_id", "text").orderBy("doc_id")
-             .limit(q.train_docs).collect()]
-    if not texts:
-        raise RuntimeError(f"train-quality: {docs} is empty; run ingest first")
-    labels = [rubric_scores(t) for t in texts]
-    for criterion in quality.CRITERIA:
-        quality.train(texts, [lab[criterion] for lab in labels], quality.model_path(q.model_dir, criterion),
-                      epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed,
-                      bucket=q.bucket)
-    means = {c: sum(lab[c] for lab in labels) / len(labels) for c in quality.CRITERIA}
-    return TrainReport(len(texts), q.model_dir, quality.models_version(q.model_dir), means)
+    teacher, prompt = teacher_key(cfg)
+    lake = Lakehouse(cfg.lakehouse)
+    ann = spark.table(lake.ensure(spark, ANNOTATIONS)).where(
+        (F.col("teacher") == teacher) & (F.col("prompt_version") == prompt) & F.col("error").isNull())
+    rows = (ann.join(spark.table(lake.ensure(spark, DOCUMENTS)).select("doc_id", "text"), "doc_id")
+            .select("doc_id", "text", *quality.CRITERIA).orderBy("doc_id").collect())
+    if not rows:
+        raise RuntimeError(f"train-quality: no usable {teacher} annotations; run `climb-spark annotate` first")
+    held = [r for r in rows if is_holdout(r["doc_id"], q.holdout_fraction)]
+    train = [r for r in rows if not is_holdout(r["doc_id"], q.holdout_fraction)] or rows
+
+    experiment_id = tracking.experiment(cfg.mlflow)
+    metrics: dict[str, dict[str, float]] = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality") as active:
+        mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
+                           "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
+                           "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,
+                           "n_train": len(train), "n_holdout": len(held)})
+        for c in quality.CRITERIA:
+            path = quality.model_path(q.model_dir, c)
+            quality.train([r["text"] for r in train],
+                          labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold), path,
+                          epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed,
+                          bucket=q.bucket)
+            if held:
+                import fasttext
+
+                metrics[c] = evaluate(fasttext.load_model(str(path)), [r["text"] for r in held],
+                                      labels_for([r[c] for r in held], q.label_scheme, q.binary_threshold),
+                                      [r[c] for r in held], q.label_scheme)
+                mlflow.log_metrics({f"{c}.{k}": v for k, v in metrics[c].items()})
+        version = quality.models_version(q.model_dir)
+        mlflow.set_tag("quality_model_version", version)
+        mlflow.log_artifacts(q.model_dir, artifact_path="quality_models")
+    return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id)

@@ -21,6 +21,8 @@ def local_config(tmp: Path, **overrides) -> Config:
         "corpus.output": str(tmp / "corpus"),
         "ingest.input": str(tmp / "corpus"),
         "mlflow.tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "mlflow.artifact_location": str(tmp / "mlartifacts"),
+        "quality.model_dir": str(tmp / "quality"),
     }
     base.update(overrides)
     return cfg.replace(base)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from climb_spark import features, ingest, train_quality
+from climb_spark import annotate, features, ingest, train_quality
 from climb_spark.config import CorpusConfig
 from climb_spark.corpus import build
 from climb_spark.quality import CRITERIA
@@ -17,8 +17,9 @@ def test_embed_and_label_is_complete_incremental_and_idempotent(spark, cfg, tmp_
     huge = " ".join(["A very long document about rivers and their valleys."] * 20000)
     (Path(cfg.ingest.input) / "huge.jsonl").write_text(json.dumps({"text": huge}) + "\n")
     ingest.run(spark, cfg)
+    annotate.run(spark, cfg)
     trained = train_quality.run(spark, cfg)
-    assert trained.documents == 61
+    assert trained.n_train + trained.n_holdout == 61
 
     first = features.run(spark, cfg)
     lake = Lakehouse(cfg.lakehouse)

@@ -20,6 +20,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
         "ingest.input": str(tmp_path / "corpus"),
         "quality.model_dir": str(tmp_path / "quality"),
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
     }
     args = ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     done = subprocess.run([sys.executable, "-m", "climb_spark", "run", *args], cwd=ROOT,
@@ -55,9 +56,10 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     out = json.loads(fresh.stdout.split("RESULT", 1)[1])
     assert out["documents"] == docs and out["rejects"] == rejects
     assert out["sources"] >= 7
-    assert out["tables"] == ["doc_features", "documents", "duplicates", "rejects"]
+    assert out["tables"] == ["annotations", "doc_features", "documents", "duplicates", "rejects"]
     n, dim, mean_quality = out["features"]
     assert n == docs and dim == 384 and 0 < mean_quality < 5
-    assert "train-quality: 4 fastText classifiers" in done.stdout
+    assert "train-quality: 4 fastText classifiers from" in done.stdout and "macro-F1" in done.stdout
+    assert f"(heuristic-v1): {docs:,} sampled, {docs:,} needed labels, {docs:,} labelled, 0 errors" in done.stdout
     assert f"doc_features now {docs:,}" in done.stdout
     assert out["provider"] == "delta"
