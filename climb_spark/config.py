@@ -148,7 +148,34 @@ class QualityConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     k: int = 1000
+    # faiss: fit on a driver-side sample (GPU when present); mllib: Spark MLlib KMeans on every
+    # vector; rapids: spark_rapids_ml KMeans (GPU clusters). All assign with the same faiss UDF.
+    backend: str = field(default="faiss", metadata=_choice("faiss", "mllib", "rapids"))
+    # Vectors to fit on (faiss); 0 = k x max_points_per_centroid, faiss's own upper bound.
+    sample_size: int = 0
+    max_points_per_centroid: int = 256
+    niter: int = 25
     seed: int = 42
+    # auto: cosine when embed.normalize, else l2.
+    metric: str = field(default="auto", metadata=_choice("auto", "cosine", "l2"))
+    device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    # paper: drop a cluster whose mean classifier score (the mean of the four criteria's means)
+    # is below paper_threshold; curator: keep it if advertisement >= curator_ad_min and every
+    # other criterion's mean >= curator_other_min (NeMo Curator's CLIMB recipe).
+    rule: str = field(default="paper", metadata=_choice("paper", "curator"))
+    paper_threshold: float = 3.0
+    curator_ad_min: float = 2.0
+    curator_other_min: float = 1.0
+    min_docs: int = 1
+    # Ward linkage on the kept centroids, cut at this distance, or at target_super_clusters if > 0.
+    merge_threshold: float = 1.5
+    target_super_clusters: int = 0
+    top_terms: int = 8
+    exemplars: int = 3
 
 
 @dataclass(frozen=True)
@@ -162,6 +189,7 @@ class Config:
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
         """A copy with dotted-key overrides applied, validated like a profile."""

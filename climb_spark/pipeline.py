@@ -6,17 +6,19 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from . import annotate, corpus, features, ingest, train_quality
+from . import annotate, cluster, corpus, features, ingest, prune, train_quality
 from .config import Config, ConfigError, check_input_exists, is_local_path
 from .quality import CRITERIA, model_path
 
-# name -> run(spark, cfg) -> report with .summary(). Later stages (embed, cluster, prune, search,
-# export) register here in order and `climb-spark run` picks them up.
+# name -> run(spark, cfg) -> report with .summary(), in pipeline order; `climb-spark run` runs
+# them all. The search and export stages register here when they exist.
 STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
     "ingest": ingest.run,
     "annotate": annotate.run,
     "train-quality": train_quality.run,
     "embed": features.run,
+    "cluster": cluster.run,
+    "prune": prune.run,
 }
 
 

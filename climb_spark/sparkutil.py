@@ -50,3 +50,10 @@ def default_parallelism(spark: SparkSession) -> int:
         return int(spark.sparkContext.defaultParallelism)
     except Exception:
         return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
+
+
+def replace_all(rows: DataFrame, table: str) -> None:
+    """Atomically replace every row of an existing table (one Delta commit, schema kept)."""
+    from pyspark.sql import functions as F
+
+    rows.writeTo(table).overwrite(F.lit(True))

@@ -148,8 +148,63 @@ DOC_CLUSTERS = TableSpec(
     T.StructType([
         T.StructField("doc_id", T.StringType(), False),
         T.StructField("cluster_id", T.IntegerType(), False),
-        T.StructField("distance", T.FloatType(), False),
+        T.StructField("distance", T.FloatType(), False, {"comment": "1 - cos (cosine) or Euclidean"}),
+        T.StructField("cluster_run_id", T.StringType(), False),
     ]),
     key=("doc_id",),
     comment="Nearest k-means centroid per document.",
+)
+
+CENTROIDS = TableSpec(
+    "centroids",
+    T.StructType([
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("vector", T.ArrayType(T.FloatType(), False), False),
+        T.StructField("cluster_run_id", T.StringType(), False,
+                      {"comment": "hash of the cluster config and the doc_features version fitted on"}),
+    ]),
+    key=("cluster_id",),
+    comment="k-means centroids.",
+)
+
+_SCORE_STATS = [
+    field for c in ("quality", "advertisement", "informational_value", "educational_value")
+    for field in (T.StructField(f"{c}_mean", T.DoubleType(), True),
+                  T.StructField(f"{c}_quantiles", T.ArrayType(T.DoubleType()), True,
+                                {"comment": "p10, p50, p90"}))
+]
+
+CLUSTER_STATS = TableSpec(
+    "cluster_stats",
+    T.StructType([
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False, {"comment": "word and punctuation tokens"}),
+        *_SCORE_STATS,
+        T.StructField("mean_score", T.DoubleType(), True, {"comment": "mean of the four criteria means"}),
+        T.StructField("tier", T.StringType(), False, {"comment": "high / medium / low by mean_score tercile"}),
+        T.StructField("kept", T.BooleanType(), False),
+        T.StructField("rule", T.StringType(), False, {"comment": "why kept or dropped"}),
+        T.StructField("super_cluster_id", T.IntegerType(), True),
+        T.StructField("top_terms", T.ArrayType(T.StringType()), True, {"comment": "by TF-IDF across clusters"}),
+        T.StructField("exemplars", T.ArrayType(T.StringType()), True, {"comment": "doc_ids nearest the centroid"}),
+        T.StructField("cluster_run_id", T.StringType(), False),
+    ]),
+    key=("cluster_id",),
+    comment="One row per k-means cluster: size, quality, pruning decision, super-cluster.",
+)
+
+SUPER_CLUSTERS = TableSpec(
+    "super_clusters",
+    T.StructType([
+        T.StructField("super_cluster_id", T.IntegerType(), False),
+        T.StructField("member_clusters", T.ArrayType(T.IntegerType()), False),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False),
+        T.StructField("token_share", T.DoubleType(), False, {"comment": "the prior p of the mixture search"}),
+        T.StructField("description", T.StringType(), False),
+        T.StructField("cluster_run_id", T.StringType(), False),
+    ]),
+    key=("super_cluster_id",),
+    comment="Kept clusters merged by Ward linkage of their centroids.",
 )

@@ -19,6 +19,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
         "corpus.max_docs": "150",
         "ingest.input": str(tmp_path / "corpus"),
         "quality.model_dir": str(tmp_path / "quality"),
+        "cluster.k": "8",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
     }
@@ -47,6 +48,10 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
                                   "FROM climb.doc_features JOIN climb.documents USING (doc_id)").first(),
             "tables": sorted(r.tableName for r in spark.sql("SHOW TABLES IN climb").collect()),
             "provider": spark.sql("DESCRIBE DETAIL climb.documents").first()["format"],
+            "supers": [tuple(r) for r in spark.sql(
+                "SELECT super_cluster_id, n_docs, description FROM climb.super_clusters").collect()],
+            "pruned": spark.sql("SELECT count(*) FROM climb.cluster_stats WHERE NOT kept").first()[0],
+            "clustered": spark.sql("SELECT count(*) FROM climb.doc_clusters").first()[0],
         }
         print("RESULT" + json.dumps(out))
     """)
@@ -56,7 +61,10 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     out = json.loads(fresh.stdout.split("RESULT", 1)[1])
     assert out["documents"] == docs and out["rejects"] == rejects
     assert out["sources"] >= 7
-    assert out["tables"] == ["annotations", "doc_features", "documents", "duplicates", "rejects"]
+    assert out["tables"] == ["annotations", "centroids", "cluster_stats", "doc_clusters", "doc_features",
+                             "documents", "duplicates", "rejects", "super_clusters"]
+    assert out["clustered"] == docs and out["supers"] and out["pruned"] >= 0
+    assert all(desc and n > 0 for _, n, desc in out["supers"])
     n, dim, mean_quality = out["features"]
     assert n == docs and dim == 384 and 0 < mean_quality < 5
     assert "train-quality: 4 fastText classifiers from" in done.stdout and "macro-F1" in done.stdout
