@@ -84,7 +84,7 @@ def test_sample_is_stratified_by_cluster_when_clusters_exist(spark, cfg):
     ingest.run(spark, cfg)
     lake = Lakehouse(cfg.lakehouse)
     docs = spark.table(lake.name(DOCUMENTS)).select("doc_id").orderBy("doc_id").collect()
-    assignments = [(r.doc_id, 0 if i < 50 else 1, 0.0) for i, r in enumerate(docs)]
+    assignments = [(r.doc_id, 0 if i < 50 else 1, 0.0, "fit") for i, r in enumerate(docs)]
     spark.createDataFrame(assignments, DOC_CLUSTERS.schema).write.format("delta").saveAsTable(lake.name(DOC_CLUSTERS))
     chosen = annotate.sample(spark, cfg.replace({"annotate.sample_docs": 10}))
     per_cluster = {r.cluster_id: r.n for r in chosen.join(spark.table(lake.name(DOC_CLUSTERS)), "doc_id")
