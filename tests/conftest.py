@@ -23,6 +23,8 @@ def local_config(tmp: Path, **overrides) -> Config:
         "mlflow.tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
         "mlflow.artifact_location": str(tmp / "mlartifacts"),
         "quality.model_dir": str(tmp / "quality"),
+        # 50 MB instead of 400 MB per model file; test_quality proves the 2M default separately.
+        "quality.bucket": 262144,
     }
     base.update(overrides)
     return cfg.replace(base)

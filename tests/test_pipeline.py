@@ -20,6 +20,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
         "ingest.input": str(tmp_path / "corpus"),
         "quality.model_dir": str(tmp_path / "quality"),
         "cluster.k": "8",
+        "quality.bucket": "262144",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
     }

@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
     labels = [rubric_scores(t) for t in texts]
     for c in quality.CRITERIA:
         quality.train(texts, [lab[c] for lab in labels], quality.model_path(str(tmp / "m"), c),
-                      epoch=25, lr=0.5, word_ngrams=2, dim=50, seed=42)
+                      epoch=25, lr=0.5, word_ngrams=2, dim=50, seed=42, bucket=262144)
     return str(tmp / "m")
 
 
