@@ -24,27 +24,18 @@ from pyspark.sql import functions as F
 
 from . import kmeans
 from .config import Config
-from .sparkutil import replace_all
+from .sparkutil import replace_all, task_gpu
 from .tables import CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, Lakehouse
 
 _INDEXES: dict[str, object] = {}
-
-
-def _device(preference: str) -> str:
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx else None
-    if preference != "cpu" and gpus is not None and gpus.addresses:
-        return f"cuda:{gpus.addresses[0]}"
-    return "cpu"
 
 
 def assign_batches(batches: Iterator[pd.DataFrame], centroids: np.ndarray, metric: str, fit_id: str,
                    device: str) -> Iterator[pd.DataFrame]:
     key = f"{fit_id}:{device}"
     if key not in _INDEXES:  # one index per Python worker and fit
-        _INDEXES[key] = kmeans.build_index(centroids, metric, _device(device))
+        gpu = task_gpu() if device != "cpu" else None
+        _INDEXES[key] = kmeans.build_index(centroids, metric, gpu or "cpu")
     index = _INDEXES[key]
     for batch in batches:
         x = np.stack(batch["embedding"].to_numpy()).astype(np.float32)

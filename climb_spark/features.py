@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from . import embedding, quality
 from .config import Config
-from .sparkutil import default_parallelism, merge_insert_only
+from .sparkutil import default_parallelism, merge_insert_only, task_gpu
 from .tables import DOC_FEATURES, DOCUMENTS, Lakehouse
 
 _COMPUTED = [f for f in DOC_FEATURES.schema.fields if f.name in ("doc_id", "embedding", *quality.CRITERIA)]
@@ -51,15 +51,15 @@ def _device(preference: str) -> str:
     import torch
     from pyspark import TaskContext
 
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx else None
-    if preference != "cpu" and gpus is not None and gpus.addresses:
-        return f"cuda:{gpus.addresses[0]}"
+    gpu = task_gpu()
+    if preference != "cpu" and gpu:
+        return gpu
     if preference == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("embed.device=cuda but this task sees no GPU")
         return "cuda"
     # No oversubscription: a task's torch uses the cores Spark gave the task.
+    ctx = TaskContext.get()
     torch.set_num_threads(max(1, ctx.cpus() if ctx else torch.get_num_threads()))
     return "cpu"
 

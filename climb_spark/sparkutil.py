@@ -57,3 +57,12 @@ def replace_all(rows: DataFrame, table: str) -> None:
     from pyspark.sql import functions as F
 
     rows.writeTo(table).overwrite(F.lit(True))
+
+
+def task_gpu() -> str | None:
+    """`cuda:N` for the GPU Spark assigned to the running task, if any (never in local mode)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx else None
+    return f"cuda:{gpus.addresses[0]}" if gpus is not None and gpus.addresses else None
