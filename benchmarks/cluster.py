@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from climb_spark import embedding, kmeans  # noqa: E402
-from climb_spark.cluster import assign_batches  # noqa: E402
+from climb_spark.cluster import assign_batches, fit  # noqa: E402
 from climb_spark.config import CorpusConfig, load  # noqa: E402
 from climb_spark.corpus import build  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--niter", type=int, default=20)
     ap.add_argument("--base", type=int, default=2000)
-    ap.add_argument("--sample", type=int, default=0, help="vectors faiss fits on; 0 = k x 256 as the stage")
+    ap.add_argument("--sample", type=int, default=0, help="vectors faiss fits on; 0 = k x 256, the stage's default")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="climb-bench-"))
     x = vectors(tmp, args.base, args.n)
@@ -68,11 +68,10 @@ def main() -> None:
     df = spark.read.parquet(str(tmp / "vectors.parquet")).repartition(8).cache()
     df.count()
 
+    # The cluster stage's own code path: seeded sample -> faiss fit -> assignment UDF.
+    bench_cfg = cfg.replace({"cluster.k": args.k, "cluster.niter": args.niter, "cluster.sample_size": args.sample})
     started = time.perf_counter()
-    sample = min(len(x), args.sample or args.k * 256)
-    rows = df.orderBy("doc_id").limit(sample).select("embedding").collect()
-    centroids = kmeans.fit_faiss(np.array([r[0] for r in rows], dtype=np.float32), args.k,
-                                 niter=args.niter, seed=42, metric="cosine")
+    centroids, sample = fit(spark, bench_cfg, df, "cosine")
     fitted = time.perf_counter() - started
     df.mapInPandas(lambda it: assign_batches(it, centroids, "cosine", "bench", "cpu"),
                    schema="doc_id string, cluster_id int, distance float, cluster_run_id string"

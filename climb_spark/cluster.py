@@ -75,8 +75,7 @@ def fit(spark: SparkSession, cfg: Config, vectors: DataFrame, metric: str) -> tu
     c = cfg.cluster
     if c.backend == "faiss":
         size = c.sample_size or c.k * c.max_points_per_centroid
-        rows = vectors.orderBy(F.xxhash64("doc_id", F.lit(c.seed))).limit(size).select("embedding").collect()
-        x = np.array([r[0] for r in rows], dtype=np.float32)
+        x = to_matrix(vectors.orderBy(F.xxhash64("doc_id", F.lit(c.seed))).limit(size).select("embedding"))
         gpu = c.device == "cuda" or (c.device == "auto" and _faiss_gpus() > 0)
         return kmeans.fit_faiss(x, c.k, niter=c.niter, seed=c.seed, metric=metric, gpu=gpu,
                                 max_points_per_centroid=c.max_points_per_centroid), len(x)
@@ -98,6 +97,14 @@ def fit(spark: SparkSession, cfg: Config, vectors: DataFrame, metric: str) -> tu
     if metric == "cosine":
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     return centroids, data.count()
+
+
+def to_matrix(frame: DataFrame) -> np.ndarray:
+    """An array<float> column to an (n, d) float32 matrix through Arrow, without Row objects."""
+    column = frame.toArrow().column(0).combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
 
 
 def _faiss_gpus() -> int:
