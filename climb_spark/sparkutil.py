@@ -26,22 +26,17 @@ def session_conf(spark: SparkSession, conf: Mapping[str, str]) -> Iterator[None]
 
 def merge_insert_only(spark: SparkSession, table: str, source: DataFrame, key: Sequence[str]) -> None:
     """Insert the rows whose key is not in `table` yet: re-running with the same rows is a no-op."""
-    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
-    (DeltaTable.forName(spark, table).alias("t")
-     .merge(source.alias("s"), cond)
-     .whenNotMatchedInsertAll()
-     .execute())
+    merge_upsert(spark, table, source, key, replace_when=None)
 
 
 def merge_upsert(spark: SparkSession, table: str, source: DataFrame, key: Sequence[str],
-                 replace_when: str) -> None:
+                 replace_when: str | None) -> None:
     """Insert new keys; overwrite an existing row only where `replace_when` holds for it (t.*)."""
     cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
-    (DeltaTable.forName(spark, table).alias("t")
-     .merge(source.alias("s"), cond)
-     .whenMatchedUpdateAll(condition=replace_when)
-     .whenNotMatchedInsertAll()
-     .execute())
+    merge = DeltaTable.forName(spark, table).alias("t").merge(source.alias("s"), cond)
+    if replace_when:
+        merge = merge.whenMatchedUpdateAll(condition=replace_when)
+    merge.whenNotMatchedInsertAll().execute()
 
 
 def default_parallelism(spark: SparkSession) -> int:

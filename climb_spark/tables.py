@@ -7,6 +7,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from .config import LakehouseConfig
+from .quality import CRITERIA
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ CENTROIDS = TableSpec(
 )
 
 _SCORE_STATS = [
-    field for c in ("quality", "advertisement", "informational_value", "educational_value")
+    field for c in CRITERIA
     for field in (T.StructField(f"{c}_mean", T.DoubleType(), True),
                   T.StructField(f"{c}_quantiles", T.ArrayType(T.DoubleType()), True,
                                 {"comment": "p10, p50, p90"}))
