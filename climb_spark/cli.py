@@ -22,7 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     from .pipeline import STAGES
 
     for name in STAGES:
-        sub.add_parser(name, parents=[common], help=f"run the {name} stage")
+        stage = sub.add_parser(name, parents=[common], help=f"run the {name} stage")
+        if name == "search":
+            from .config import METHODS
+
+            stage.add_argument("--method", choices=METHODS, help="same as --set search.method=METHOD")
     sub.add_parser("run", parents=[common], help="build the default corpus if needed, then every stage")
     sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
     sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir")
@@ -34,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load(args.conf or [DEFAULT_PROFILE], args.set)
+        overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
+        cfg = load(args.conf or [DEFAULT_PROFILE], overrides)
         return _dispatch(args, cfg)
     except ConfigError as err:
         print(f"climb-spark: config error: {err}", file=sys.stderr)

@@ -78,7 +78,7 @@ def fit(spark: SparkSession, cfg: Config, vectors: DataFrame, metric: str) -> tu
         x = to_matrix(vectors.orderBy(F.xxhash64("doc_id", F.lit(c.seed))).limit(size).select("embedding"))
         gpu = c.device == "cuda" or (c.device == "auto" and _faiss_gpus() > 0)
         return kmeans.fit_faiss(x, c.k, niter=c.niter, seed=c.seed, metric=metric, gpu=gpu,
-                                max_points_per_centroid=c.max_points_per_centroid), len(x)
+                                max_points_per_centroid=c.max_points_per_centroid, init=c.init), len(x)
     from pyspark.ml.functions import array_to_vector
 
     data = vectors.select(array_to_vector("embedding").alias("features"))

@@ -27,6 +27,7 @@ def _choice(*values: str) -> dict:
 
 
 IDENT = {"identifier": True}
+METHODS = ("climb", "regmix", "random", "uniform", "token-prop")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class ClusterConfig:
     sample_size: int = 0
     max_points_per_centroid: int = 256
     niter: int = 25
+    # kmeans++: greedy D^2 seeding on the fit sample (lower inertia than MLlib's k-means|| in
+    # benchmarks/cluster.py); random: faiss's own pick of k sample points.
+    init: str = field(default="kmeans++", metadata=_choice("kmeans++", "random"))
     seed: int = 42
     # auto: cosine when embed.normalize, else l2.
     metric: str = field(default="auto", metadata=_choice("auto", "cosine", "l2"))
@@ -179,6 +183,97 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """What a proxy is scored on: the negative mean loss per token on target text."""
+
+    # holdout: a fixed hash slice of the kept documents, optionally only of one source or one
+    # super-cluster, withheld from every training pool; file: a jsonl of {"text"} records;
+    # choices: a jsonl of {"context", "choices", "label"} items scored by log-likelihood.
+    kind: str = field(default="holdout", metadata=_choice("holdout", "file", "choices"))
+    source: str | None = None
+    super_cluster: int | None = None
+    holdout_fraction: float = 0.1
+    path: str | None = None
+    # Tokens of target text a proxy is evaluated on (the first ones, in a fixed order).
+    max_tokens: int = 65536
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy: a small GPT-style causal LM trained on a mixture's sample, or your command."""
+
+    kind: str = field(default="torch", metadata=_choice("torch", "command"))
+    # kind=command: argv template run in a Spark task; it reads the mixture as JSON on stdin
+    # (also at {mixture_json}) and prints a score (higher is better) as its last stdout line.
+    command: list[str] = field(default_factory=list)
+    # A tokenizer.json to use; null = a byte-level BPE of vocab_size trained on the corpus.
+    tokenizer: str | None = None
+    vocab_size: int = 4096
+    tokenizer_sample_docs: int = 20000
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    seq_len: int = 128
+    batch_size: int = 16
+    steps: int = 300
+    lr: float = 4e-4
+    warmup_steps: int = 30
+    schedule: str = field(default="constant", metadata=_choice("constant", "cosine"))
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # Every proxy of a search uses this seed, for the initial weights and the data order.
+    seed: int = 42
+    log_every: int = 10
+    device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    method: str = field(default="climb", metadata=_choice(*METHODS))
+    # null: derived from the method, the pools and the search and proxy settings, so running the
+    # same command again resumes (or reuses) the same search.
+    search_id: str | None = None
+    # Proxies per iteration (the paper's 4:2:1); regmix and random spend the sum in one round.
+    budget: list[int] = field(default_factory=lambda: [64, 32, 16])
+    seed: int = 42
+    # Iteration-1 sampler (RegMix's): temperature, Dirichlet strengths, cap, rounding, oversampling.
+    temperature: float = 0.5
+    strengths: int = 15
+    strength_min: float = 0.1
+    strength_max: float = 5.0
+    cap: float = 15.0
+    min_weight: float = 2e-4
+    oversample: int = 100
+    # Later iterations: predicted scores of this many Dirichlet(p) draws, the top max(n^2, top_min).
+    candidates: int = 100000
+    top_min: int = 128
+    # The final mixture: argmax of the refitted predictor, or the mean of its top_mean_n best.
+    final: str = field(default="argmax", metadata=_choice("argmax", "top-mean"))
+    top_mean_n: int = 128
+    # Proxies trained at once; 0 = the session's default parallelism.
+    parallelism: int = 0
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata=_choice(*METHODS))
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    # null: the latest mixture of `method` over the current token pools.
+    search_id: str | None = None
+    method: str = field(default="climb", metadata=_choice(*METHODS))
+    # Tokens (the tables' word-and-punctuation count) to export; 0 = all tokens of the kept clusters.
+    token_budget: int = 0
+    output: str = "./lakehouse/export"
+    format: str = field(default="jsonl", metadata=_choice("jsonl", "parquet"))
+    shards: int = 8
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
@@ -190,6 +285,11 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
         """A copy with dotted-key overrides applied, validated like a profile."""
@@ -286,7 +386,7 @@ def _convert(tp: Any, value: Any, key: str, meta: Mapping = types.MappingProxyTy
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
-        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_convert(args[0], v, f"{key}[{i}]", meta) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")

@@ -13,9 +13,36 @@ def metric_for(metric: str, normalized: bool) -> str:
     return ("cosine" if normalized else "l2") if metric == "auto" else metric
 
 
+def kmeans_plus_plus(x: np.ndarray, k: int, seed: int, candidates: int = 0) -> np.ndarray:
+    """k-means++ seeding (D^2 sampling; greedy with `candidates` tries per centre, 0 = 2 + log k)."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    tries = candidates or 2 + int(np.log(k))
+    sq = np.einsum("ij,ij->i", x, x)
+    centres = np.empty((k, x.shape[1]), dtype=np.float32)
+    centres[0] = x[rng.integers(n)]
+    closest = np.maximum(sq - 2 * x @ centres[0] + sq_norm(centres[0]), 0)
+    for i in range(1, k):
+        total = closest.sum()
+        if total <= 0:  # fewer distinct points than k: any further centre is a duplicate
+            centres[i:] = x[rng.integers(n, size=k - i)]
+            break
+        picks = np.searchsorted(np.cumsum(closest), rng.random(tries) * total).clip(max=n - 1)
+        dists = np.maximum(sq[None, :] - 2 * x[picks] @ x.T + sq[picks, None], 0)
+        np.minimum(dists, closest[None, :], out=dists)
+        best = int(np.argmin(dists.sum(axis=1)))
+        centres[i], closest = x[picks[best]], dists[best]
+    return centres
+
+
+def sq_norm(v: np.ndarray) -> float:
+    return float(v @ v)
+
+
 def fit_faiss(x: np.ndarray, k: int, *, niter: int, seed: int, metric: str, gpu: bool = False,
-              max_points_per_centroid: int = 256) -> np.ndarray:
-    """Centroids (k x d, float32) trained with faiss on the rows of x."""
+              max_points_per_centroid: int = 256, init: str = "kmeans++") -> np.ndarray:
+    """Centroids (k x d, float32) trained with faiss on the rows of x, seeded by k-means++
+    (as MLlib's k-means|| approximates) or faiss's random pick."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -23,7 +50,7 @@ def fit_faiss(x: np.ndarray, k: int, *, niter: int, seed: int, metric: str, gpu:
         raise ValueError(f"cluster.k={k} is more than the {len(x)} vectors to fit on")
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=metric == "cosine",
                       gpu=gpu, max_points_per_centroid=max_points_per_centroid, verbose=False)
-    km.train(x)
+    km.train(x, init_centroids=kmeans_plus_plus(x, k, seed) if init == "kmeans++" else None)
     return np.asarray(km.centroids, dtype=np.float32)
 
 

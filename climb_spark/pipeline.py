@@ -6,12 +6,12 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from . import annotate, cluster, corpus, features, ingest, prune, train_quality
+from . import annotate, cluster, compare, corpus, export, features, ingest, prune, search, train_quality
 from .config import Config, ConfigError, check_input_exists, is_local_path
 from .quality import CRITERIA, model_path
 
 # name -> run(spark, cfg) -> report with .summary(), in pipeline order; `climb-spark run` runs
-# them all. The search and export stages register here when they exist.
+# them all.
 STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
     "ingest": ingest.run,
     "annotate": annotate.run,
@@ -19,6 +19,9 @@ STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
     "embed": features.run,
     "cluster": cluster.run,
     "prune": prune.run,
+    "search": search.run,
+    "compare": compare.run,
+    "export": export.run,
 }
 
 
@@ -33,6 +36,8 @@ def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
         check_input_exists("ingest.input", cfg.ingest.input)
     if "annotate" in stages and cfg.annotate.teacher == "llm" and not (cfg.annotate.base_url and cfg.annotate.model):
         raise ConfigError("annotate.base_url and annotate.model are required with annotate.teacher=llm")
+    if {"search", "compare", "export"} & set(stages):
+        search.validate(cfg)
     if "embed" in stages and "train-quality" not in stages:
         missing = [c for c in CRITERIA if not model_path(cfg.quality.model_dir, c).is_file()]
         if missing:

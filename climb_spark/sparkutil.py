@@ -54,6 +54,13 @@ def replace_all(rows: DataFrame, table: str) -> None:
     rows.writeTo(table).overwrite(F.lit(True))
 
 
+def replace_where(table: str, rows: DataFrame, condition: str) -> None:
+    """Atomically replace the rows of `table` matching a SQL condition with `rows`."""
+    from pyspark.sql import functions as F
+
+    rows.writeTo(table).overwrite(F.expr(condition))
+
+
 def task_gpu() -> str | None:
     """`cuda:N` for the GPU Spark assigned to the running task, if any (never in local mode)."""
     from pyspark import TaskContext

@@ -209,3 +209,99 @@ SUPER_CLUSTERS = TableSpec(
     key=("super_cluster_id",),
     comment="Kept clusters merged by Ward linkage of their centroids.",
 )
+
+TOKEN_POOLS = TableSpec(
+    "token_pools",
+    T.StructType([
+        T.StructField("pool_id", T.StringType(), False,
+                      {"comment": "hash of the super-clusters, the tokenizer and the target settings"}),
+        T.StructField("split", T.StringType(), False, {"comment": "train (per super-cluster) or target"}),
+        T.StructField("super_cluster_id", T.IntegerType(), False, {"comment": "-1 for the target"}),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False, {"comment": "tokenizer tokens, EOS included"}),
+        T.StructField("token_share", T.DoubleType(), True, {"comment": "the search's prior p"}),
+        T.StructField("vocab_size", T.IntegerType(), False),
+        T.StructField("path", T.StringType(), False, {"comment": "parquet shards the proxy tasks read"}),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("pool_id", "split", "super_cluster_id"),
+    comment="Tokenized training pools per super-cluster and the target set of the mixture search.",
+)
+
+PROXY_RESULTS = TableSpec(
+    "proxy_results",
+    T.StructType([
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("proxy_key", T.StringType(), False, {"comment": "hash of pool, proxy settings, seed, weights"}),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("iteration", T.IntegerType(), False, {"comment": "1-based; 0 for compare runs"}),
+        T.StructField("proxy_index", T.IntegerType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False, {"comment": "index = super_cluster_id"}),
+        T.StructField("seed", T.IntegerType(), False),
+        T.StructField("score", T.DoubleType(), False, {"comment": "higher is better: -target loss or accuracy"}),
+        T.StructField("target_loss", T.DoubleType(), True),
+        T.StructField("loss_curve", T.ArrayType(T.DoubleType(), False), True),
+        T.StructField("tokens_trained", T.LongType(), False),
+        T.StructField("seconds", T.DoubleType(), False),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("pool_id", T.StringType(), False),
+        T.StructField("finished_at", T.TimestampType(), False),
+    ]),
+    key=("search_id", "proxy_key"),
+    comment="Every (mixture, proxy score) pair, written as each proxy finishes; a resumed search reuses them.",
+)
+
+MIXTURES = TableSpec(
+    "mixtures",
+    T.StructType([
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False, {"comment": "index = super_cluster_id"}),
+        T.StructField("prior", T.ArrayType(T.DoubleType(), False), False, {"comment": "token shares p"}),
+        T.StructField("predicted_score", T.DoubleType(), True),
+        T.StructField("best_observed_score", T.DoubleType(), True),
+        T.StructField("n_proxies", T.IntegerType(), False),
+        T.StructField("pool_id", T.StringType(), False),
+        T.StructField("cluster_run_id", T.StringType(), False),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("config", T.StringType(), False, {"comment": "search, proxy and target settings, JSON"}),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("search_id",),
+    comment="The final mixture of each search.",
+)
+
+COMPARISONS = TableSpec(
+    "comparisons",
+    T.StructType([
+        T.StructField("compare_id", T.StringType(), False),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("seeds", T.ArrayType(T.IntegerType(), False), False),
+        T.StructField("scores", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("mean_score", T.DoubleType(), False),
+        T.StructField("std_score", T.DoubleType(), False),
+        T.StructField("mean_target_loss", T.DoubleType(), True),
+        T.StructField("std_target_loss", T.DoubleType(), True),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("compare_id", "method"),
+    comment="Each method's final mixture retrained with the same proxy over several seeds.",
+)
+
+TRAINING_MIX = TableSpec(
+    "training_mix",
+    T.StructType([
+        T.StructField("export_id", T.StringType(), False),
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("copy", T.IntegerType(), False, {"comment": "0, or the repetition of a cluster that ran out"}),
+        T.StructField("super_cluster_id", T.IntegerType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("n_tokens", T.LongType(), False),
+        T.StructField("text", T.StringType(), False),
+    ]),
+    key=("export_id", "doc_id", "copy"),
+    comment="The exported training dataset: documents sampled per super-cluster by the chosen mixture.",
+)

@@ -1,6 +1,8 @@
 """MLflow set-up from the config: tracking store, experiment and its artifact location."""
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 from .config import MlflowConfig, is_local_path
@@ -21,3 +23,81 @@ def experiment(cfg: MlflowConfig) -> str:
     if location and is_local_path(location):
         location = Path(location.removeprefix("file://")).resolve().as_uri()
     return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+
+
+class SearchRun:
+    """The MLflow side of one search: a parent run found again by its search id (so a resumed
+    search continues it) and one child run per proxy, found again by the proxy's key."""
+
+    def __init__(self, cfg: MlflowConfig, search_id: str, run_name: str, params: dict[str, object]):
+        from mlflow.tracking import MlflowClient
+
+        self.experiment_id = experiment(cfg)
+        self.client = MlflowClient()
+        self.search_id = search_id
+        found = self.client.search_runs([self.experiment_id], f"tags.`climb.search_id` = '{search_id}' "
+                                        "and tags.`climb.role` = 'search'", max_results=1)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={"climb.search_id": search_id, "climb.role": "search"})
+            self.run_id = run.info.run_id
+            self.client.log_batch(self.run_id, params=_params(params))
+        children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+                                           max_results=50000)
+        self.children = {r.data.tags.get("climb.proxy_key"): r.info.run_id for r in children}
+
+    def proxy_run(self, spec, key: str, result: dict) -> str:
+        from mlflow.entities import Metric, Param
+
+        run_id = self.children.get(key)
+        if run_id is None:
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=f"proxy-{spec.iteration}.{spec.index}",
+                tags={"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
+                      "climb.proxy_key": key, "climb.role": "proxy"}).info.run_id
+            params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,
+                      "tokens_trained": result.get("tokens_trained", 0)}
+            params.update({f"w_{i:02d}": round(float(w), 6) for i, w in enumerate(spec.weights)})
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self.children[key] = run_id
+        now = int(time.time() * 1000)
+        metrics = [Metric("score", float(result["score"]), now, 0), Metric("seconds", float(result["seconds"]), now, 0)]
+        if result.get("target_loss") is not None and math.isfinite(result["target_loss"]):
+            metrics.append(Metric("target_loss", float(result["target_loss"]), now, 0))
+        metrics += [Metric("train_loss", float(v), now, i) for i, v in enumerate(result.get("loss_curve") or [])]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id)
+        return run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_figure(self, figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, figure, path)
+        plt.close(figure)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        self.client.log_dict(self.run_id, data, path)
+
+    def log_lightgbm(self, booster, name: str = "predictor") -> None:
+        import mlflow
+
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.lightgbm.log_model(booster, name=name)
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+def _params(params: dict[str, object]):
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in params.items()]

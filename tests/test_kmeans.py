@@ -27,6 +27,23 @@ def test_faiss_fit_is_seeded_and_recovers_blobs():
     assert kmeans.inertia(x, a, ids) == pytest.approx(float((dist.astype(np.float64) ** 2).sum()), rel=1e-4)
 
 
+def test_kmeans_plus_plus_seeds_one_centre_per_blob():
+    # 8 tight, far-apart blobs of very different sizes: D^2 seeding covers each; a uniform
+    # random pick of 8 points would mostly land in the big blobs.
+    rng = np.random.RandomState(3)
+    sizes = [400, 200, 100, 50, 20, 10, 5, 3]
+    centers = rng.randn(8, 16) * 20
+    labels = np.repeat(np.arange(8), sizes)
+    x = (centers[labels] + rng.randn(len(labels), 16) * 0.1).astype(np.float32)
+    for candidates in (1, 0):
+        seeds = kmeans.kmeans_plus_plus(x, 8, seed=0, candidates=candidates)
+        nearest = np.argmin(((seeds[:, None, :] - centers[None]) ** 2).sum(-1), axis=1)
+        assert sorted(nearest) == list(range(8))
+    assert np.array_equal(kmeans.kmeans_plus_plus(x, 8, 5), kmeans.kmeans_plus_plus(x, 8, 5))
+    dup = np.ones((10, 4), dtype=np.float32)  # fewer distinct points than k still gives k centres
+    assert kmeans.kmeans_plus_plus(dup, 3, 0).shape == (3, 4)
+
+
 def test_cosine_assignment_uses_one_minus_cos():
     x, _ = blobs(d=8)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
