@@ -37,9 +37,9 @@ class ProxySpec:
     seed: int
 
 
-def proxy_key(pool_id: str, proxy: ProxyConfig, target: TargetConfig, seed: int, weights) -> str:
-    """Names one proxy training: same pool, settings, seed and mixture = same result."""
-    key = {"pool": pool_id, "proxy": dataclasses.asdict(proxy), "target_tokens": target.max_tokens, "seed": seed,
+def proxy_key(pool_id: str, proxy: ProxyConfig, seed: int, weights) -> str:
+    """Names one proxy training: same pool (target included), settings, seed and mixture = same result."""
+    key = {"pool": pool_id, "proxy": dataclasses.asdict(proxy), "seed": seed,
            "weights": [round(float(w), 9) for w in weights]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -108,7 +108,7 @@ class ProxyRunner:
 
     def run(self, specs: list[ProxySpec], label: str = "") -> list[dict]:
         """One result row per spec, in spec order."""
-        keys = [proxy_key(self.pool.pool_id, self.proxy, self.target, s.seed, s.weights) for s in specs]
+        keys = [proxy_key(self.pool.pool_id, self.proxy, s.seed, s.weights) for s in specs]
         done = self.finished(specs[0].search_id) if specs else {}
         todo = [(s, k) for s, k in zip(specs, keys) if k not in done]
         if len(todo) < len(specs):

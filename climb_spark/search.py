@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from . import mixture, predictor, token_pools
 from .config import Config, ConfigError
@@ -75,8 +76,7 @@ def search_id(cfg: Config, pool: token_pools.Pool, method: str) -> str:
     settings = dataclasses.asdict(cfg.search)
     for k in ("search_id", "method", "parallelism"):
         settings.pop(k)
-    key = {"method": method, "pool": pool.pool_id, "search": settings, "proxy": dataclasses.asdict(cfg.proxy),
-           "target_tokens": cfg.target.max_tokens}
+    key = {"method": method, "pool": pool.pool_id, "search": settings, "proxy": dataclasses.asdict(cfg.proxy)}
     return f"{method}-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -118,12 +118,13 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print) 
             cands = mixture.dirichlet_candidates(prior, s.candidates, rng)
             batch(mixture.next_batch(cands, fit.predict(cands), n, s.top_min, rng), iteration)
         fit = _fit(history, s.seed, tracker, len(s.budget))
-        weights, predicted = _final(fit, prior, rng, s.candidates, s.final, s.top_mean_n)
+        weights, predicted = _final(fit, prior, rng, s.candidates, s.final, s.top_mean_n, s.min_weight)
     elif method == "regmix":
         batch(mixture.regmix_sample(prior, sum(s.budget), rng, s), 1)
         fit = _fit(history, s.seed, tracker, 1)
-        weights, predicted = _final(fit, prior, rng, s.candidates, "top-mean", s.top_mean_n)
-        argmax, best = _final(fit, prior, np.random.default_rng(s.seed + 1), s.candidates, "argmax", 1)
+        weights, predicted = _final(fit, prior, rng, s.candidates, "top-mean", s.top_mean_n, s.min_weight)
+        argmax, best = _final(fit, prior, np.random.default_rng(s.seed + 1), s.candidates, "argmax", 1,
+                              s.min_weight)
         tracker.log_dict({"weights": argmax.tolist(), "predicted_score": best}, "regmix_argmax.json")
     elif method == "random":
         batch(mixture.uniform_random(len(prior), sum(s.budget), rng), 1)
@@ -135,7 +136,10 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print) 
         weights = prior.copy()
 
     best_observed = max((r["score"] for r in history), default=None)
-    _log_outputs(tracker, history, fit, weights, prior, predicted)
+    table = lake.ensure(spark, MIXTURES)
+    before = spark.table(table).where(F.col("search_id") == sid).select("weights", "n_proxies").first()
+    if before is None or list(before["weights"]) != [float(w) for w in weights] or before["n_proxies"] != len(history):
+        _log_outputs(tracker, history, fit, weights, prior, predicted)
     row = {"search_id": sid, "method": method, "weights": [float(w) for w in weights],
            "prior": [float(p) for p in prior], "predicted_score": predicted, "best_observed_score": best_observed,
            "n_proxies": len(history), "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
@@ -144,7 +148,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print) 
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
            "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
     # A re-run computes the same mixture; only a changed one replaces the row (created_at kept).
-    merge_upsert(spark, lake.ensure(spark, MIXTURES), spark.createDataFrame([row], MIXTURES.schema),
+    merge_upsert(spark, table, spark.createDataFrame([row], MIXTURES.schema),
                  MIXTURES.key, replace_when="t.weights <> s.weights")
     tracker.finish()
     return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, len(history),
@@ -160,14 +164,16 @@ def _fit(history: list[dict], seed: int, tracker: SearchRun, step: int) -> predi
 
 
 def _final(fit: predictor.Fit, prior: np.ndarray, rng: np.random.Generator, n: int, how: str,
-           top_n: int) -> tuple[np.ndarray, float]:
+           top_n: int, min_weight: float) -> tuple[np.ndarray, float]:
     cands = mixture.dirichlet_candidates(prior, n, rng)
     pred = fit.predict(cands)
     if how == "argmax":
-        best = int(np.argmax(pred))
-        return cands[best], float(pred[best])
-    top = np.argsort(-pred, kind="stable")[:top_n]
-    weights = cands[top].mean(axis=0)
+        weights = cands[int(np.argmax(pred))]
+    else:
+        weights = cands[np.argsort(-pred, kind="stable")[:top_n]].mean(axis=0)
+    # Dirichlet draws carry dust weights (1e-30); zero them as the sampler does, so a weight
+    # in the final mixture means documents in the export.
+    weights = np.where(weights < min_weight, 0.0, weights)
     weights /= weights.sum()
     return weights, float(fit.predict(weights[None, :])[0])
 

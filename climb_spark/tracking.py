@@ -35,6 +35,7 @@ class SearchRun:
         self.experiment_id = experiment(cfg)
         self.client = MlflowClient()
         self.search_id = search_id
+        self._steps: dict[str, set[int]] = {}
         found = self.client.search_runs([self.experiment_id], f"tags.`climb.search_id` = '{search_id}' "
                                         "and tags.`climb.role` = 'search'", max_results=1)
         if found:
@@ -73,10 +74,17 @@ class SearchRun:
         return run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log each (metric, step) once: a resumed search replays its iterations."""
         from mlflow.entities import Metric
 
+        for key in metrics:
+            if key not in self._steps:
+                self._steps[key] = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        new = {k: v for k, v in metrics.items() if step not in self._steps[k]}
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in new.items()])
+        for key in new:
+            self._steps[key].add(step)
 
     def log_figure(self, figure, path: str) -> None:
         import matplotlib.pyplot as plt

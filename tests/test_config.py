@@ -37,6 +37,8 @@ def test_every_shipped_profile_is_valid(profile):
     ("lakehouse.schema=climb; DROP TABLE x", "lakehouse.schema: 'climb; DROP TABLE x' is not a valid identifier"),
     ("spark.jar_poms=conf/jars/pom.xml", "spark.jar_poms: expected a list"),
     ("embed.batch_size.x=1", "embed.batch_size: is not a section"),
+    ("compare.methods=[climb, doremi]", "compare.methods[1]: must be one of climb, regmix, random, uniform, token-prop"),
+    ("search.budget=8", "search.budget: expected a list"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
@@ -88,4 +90,20 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
     assert done.stderr.strip() == (
         f"climb-spark: config error: quality.model_dir: no fastText model for quality, advertisement, "
         f"informational_value, educational_value in {tmp_path}/none; run `climb-spark train-quality` first")
+    assert not (tmp_path / "lake").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.budget=[]"], "search.budget: needs one or more positive batch sizes"),
+    (["search.budget=[8, 0]"], "search.budget: needs one or more positive batch sizes"),
+    (["proxy.kind=command"], "proxy.command: required with proxy.kind=command"),
+    (["target.kind=file"], "target.path: required with target.kind=file"),
+    (["proxy.d_model=30", "proxy.n_heads=4"], "proxy.d_model: must be a multiple of proxy.n_heads"),
+    (["target.holdout_fraction=1.5"], "target.holdout_fraction: must be between 0 and 1"),
+])
+def test_cli_search_settings_fail_before_spark(tmp_path, overrides, message):
+    sets = [a for o in overrides + [f"lakehouse.root={tmp_path}/lake"] for a in ("--set", o)]
+    done = _cli("search", "--conf", str(LOCAL), *sets)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"climb-spark: config error: {message}")
     assert not (tmp_path / "lake").exists()

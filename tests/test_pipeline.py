@@ -1,15 +1,65 @@
-"""`climb-spark run` end to end in its own JVM on a slice of the real corpus, then a fresh
-session reads the tables by name through the persistent local catalog."""
+"""`climb-spark run` end to end in its own JVM on a slice of the real corpus (ingest through
+search, compare and export), then fresh processes read the tables by name through the persistent
+local catalog, resume a killed search and check the exported dataset."""
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from .conftest import ROOT
 
+# A scaled-down search: 4/2/2 proxies of a tiny GPT, two seeds per method in the comparison.
+SEARCH = {
+    "target.source": "pydoc-topics",
+    "target.holdout_fraction": "0.5",
+    "proxy.vocab_size": "320",
+    "proxy.d_model": "32",
+    "proxy.n_layers": "1",
+    "proxy.n_heads": "2",
+    "proxy.seq_len": "32",
+    "proxy.batch_size": "8",
+    "proxy.steps": "20",
+    "proxy.log_every": "5",
+    "search.budget": "[4, 2, 2]",
+    "search.candidates": "20000",
+    "compare.seeds": "[1, 2]",
+}
 
-def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
+
+def _args(sets: dict) -> list[str]:
+    return ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+
+
+def climb(command: str, sets: dict, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "climb_spark", command, *_args(sets), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def query(sets: dict, code: str) -> dict:
+    """Run `code` in a fresh process with `spark` and `cfg` bound; it sets `out`, returned here."""
+    script = textwrap.dedent("""
+        import json, sys
+        from climb_spark.config import load
+        from climb_spark.session import build_session
+        cfg = load(["conf/local.yaml"], sys.argv[1:])
+        spark = build_session(cfg)
+        out = {}
+    """) + textwrap.dedent(code) + '\nprint("RESULT" + json.dumps(out, default=str))\n'
+    done = subprocess.run([sys.executable, "-c", script, *[f"{k}={v}" for k, v in sets.items()]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULT", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("pipeline")
     sets = {
         "spark.master": "local[2]",
         "spark.jars_dir": str(ROOT / ".cache" / "jars"),
@@ -23,15 +73,20 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
         "quality.bucket": "262144",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
+        "export.output": str(tmp_path / "export"),
+        **SEARCH,
     }
-    args = ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    done = subprocess.run([sys.executable, "-m", "climb_spark", "run", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = climb("run", sets)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "sample corpus: 150 documents" in done.stdout
+    return sets, done.stdout
+
+
+def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
+    sets, stdout = pipeline
+    assert "sample corpus: 150 documents" in stdout
     m = re.search(r"(\d+) input records from (\d+) files = ([\d,]+) documents \(([\d,]+) new\) "
-                  r"\+ (\d+) duplicates \+ (\d+) rejects \[balanced\]", done.stdout)
-    assert m, done.stdout
+                  r"\+ (\d+) duplicates \+ (\d+) rejects \[balanced\]", stdout)
+    assert m, stdout
     records, _, docs, new, dups, rejects = (int(g.replace(",", "")) for g in m.groups())
     assert records == 150 and docs == new and docs + dups + rejects == 150
 
@@ -62,13 +117,156 @@ def test_main_job_end_to_end_and_tables_readable_by_name(tmp_path):
     out = json.loads(fresh.stdout.split("RESULT", 1)[1])
     assert out["documents"] == docs and out["rejects"] == rejects
     assert out["sources"] >= 7
-    assert out["tables"] == ["annotations", "centroids", "cluster_stats", "doc_clusters", "doc_features",
-                             "documents", "duplicates", "rejects", "super_clusters"]
+    assert out["tables"] == ["annotations", "centroids", "cluster_stats", "comparisons", "doc_clusters",
+                             "doc_features", "documents", "duplicates", "mixtures", "proxy_results", "rejects",
+                             "super_clusters", "token_pools", "training_mix"]
     assert out["clustered"] == docs and out["supers"] and out["pruned"] >= 0
     assert all(desc and n > 0 for _, n, desc in out["supers"])
     n, dim, mean_quality = out["features"]
     assert n == docs and dim == 384 and 0 < mean_quality < 5
-    assert "train-quality: 4 fastText classifiers from" in done.stdout and "macro-F1" in done.stdout
-    assert f"(heuristic-v1): {docs:,} sampled, {docs:,} needed labels, {docs:,} labelled, 0 errors" in done.stdout
-    assert f"doc_features now {docs:,}" in done.stdout
+    assert "train-quality: 4 fastText classifiers from" in stdout and "macro-F1" in stdout
+    assert f"(heuristic-v1): {docs:,} sampled, {docs:,} needed labels, {docs:,} labelled, 0 errors" in stdout
+    assert f"doc_features now {docs:,}" in stdout
     assert out["provider"] == "delta"
+
+
+def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
+    sets, stdout = pipeline
+    assert re.search(r"token pools \w+: \d+ super-clusters", stdout)
+    assert re.search(r"search climb-\w+ iteration 3: proxy \d done, score -[\d.]+ in [\d.]+s \(\d/2, ETA", stdout)
+    out = query(sets, """
+        rows = spark.sql("SELECT method, search_id, weights, prior, n_proxies, mlflow_run_id FROM climb.mixtures").collect()
+        out["mixtures"] = {r.method: r.asDict() for r in rows}
+        out["proxies"] = {r[0]: (r[1], r[2]) for r in spark.sql(
+            "SELECT search_id, count(*), count(DISTINCT proxy_key) FROM climb.proxy_results GROUP BY 1").collect()}
+        out["iterations"] = [tuple(r) for r in spark.sql(
+            "SELECT iteration, count(*) FROM climb.proxy_results WHERE method = 'climb' AND search_id LIKE 'climb-%' "
+            "GROUP BY 1 ORDER BY 1").collect()]
+        out["compare"] = {r.method: r.asDict() for r in spark.sql("SELECT * FROM climb.comparisons").collect()}
+    """)
+    mixtures = out["mixtures"]
+    assert set(mixtures) == {"climb", "regmix", "random", "uniform", "token-prop"}
+    m = len(mixtures["climb"]["prior"])
+    for method, row in mixtures.items():
+        assert len(row["weights"]) == m and abs(sum(row["weights"]) - 1) < 1e-6, method
+    assert mixtures["token-prop"]["weights"] == pytest.approx(mixtures["climb"]["prior"])
+    assert mixtures["uniform"]["weights"] == pytest.approx([1 / m] * m)
+    assert out["iterations"] == [[1, 4], [2, 2], [3, 2]]  # the 4:2:1-style budget, scaled down
+    for method in ("climb", "regmix", "random"):
+        assert mixtures[method]["n_proxies"] == 8
+        assert out["proxies"][mixtures[method]["search_id"]] == [8, 8]  # every proxy once, none twice
+    assert set(out["compare"]) == set(mixtures)
+    for row in out["compare"].values():
+        assert row["seeds"] == [1, 2] and len(row["scores"]) == 2 and row["std_score"] >= 0
+        assert row["mean_target_loss"] == pytest.approx(-row["mean_score"])
+    assert "compare compare-" in stdout and "target loss" in stdout
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sets["mlflow.tracking_uri"])
+    exp = client.get_experiment_by_name("climb-spark")
+    parent = client.get_run(mixtures["climb"]["mlflow_run_id"])
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 8 and all("score" in c.data.metrics and "w_00" in c.data.params for c in children)
+    assert len(client.get_metric_history(children[0].info.run_id, "train_loss")) == 4  # the loss curve
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert figures == {"figures/score_by_iteration.png", "figures/weights_by_iteration.png",
+                       "figures/predicted_vs_actual.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"final_mixture.json", "proxy_results.json"}
+    assert [h.step for h in client.get_metric_history(parent.info.run_id, "predictor_val_mae")] == [1, 2, 3]
+    import mlflow
+
+    mlflow.set_tracking_uri(sets["mlflow.tracking_uri"])
+    models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert [mm.name for mm in models if mm.source_run_id == parent.info.run_id] == ["predictor"]
+
+
+def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
+    sets, stdout = pipeline
+    manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", stdout)
+    assert manifest_path, stdout[-2000:]
+    manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
+    budget = manifest["token_budget"] // 2
+    done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", done.stdout).groups()
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    assert manifest["token_budget"] == budget and manifest["sources"]["documents"] >= 0
+    out = query(sets, f"""
+        from pyspark.sql import functions as F
+        from climb_spark import token_pools
+        from climb_spark.prune import TOKEN
+        docs = (token_pools.kept_documents(spark, cfg).where(~token_pools.target_filter(cfg))
+                .withColumn("t", F.size(F.regexp_extract_all("text", F.lit(TOKEN), 0))))
+        out["sq"] = {{r[0]: r[1] for r in docs.groupBy("super_cluster_id").agg(F.sum(F.col("t") * F.col("t"))).collect()}}
+        mix = spark.table("climb.training_mix").where(F.col("export_id") == "{export_id}")
+        out["tokens"] = {{r[0]: r[1] for r in mix.groupBy("super_cluster_id").agg(F.sum("n_tokens")).collect()}}
+        out["dup_keys"] = mix.groupBy("doc_id", "copy").count().where("count > 1").count()
+        out["shards"] = spark.read.parquet("{path}/data").count()
+        out["rows"] = mix.count()
+        out["target_docs"] = mix.join(token_pools.kept_documents(spark, cfg).where(token_pools.target_filter(cfg)),
+                                      "doc_id").count()
+    """)
+    assert out["dup_keys"] == 0 and out["shards"] == out["rows"] == manifest["total_docs"]
+    assert out["target_docs"] == 0  # the search's target text never leaks into the training set
+    total = sum(out["tokens"].values())
+    for c in manifest["super_clusters"]:
+        got = out["tokens"].get(str(c["super_cluster_id"]), 0)
+        passes = c["passes"]
+        frac = passes - int(passes)
+        # Each document is kept with probability frac (plus whole copies): Var = frac(1-frac) sum t^2.
+        sigma = (frac * (1 - frac) * out["sq"].get(str(c["super_cluster_id"]), 0)) ** 0.5
+        assert abs(got - c["target_tokens"]) <= 4 * sigma + 1, c
+        if c["weight"] == 0:
+            assert got == 0
+        assert c["weight"] == 0 or c["weight"] >= 2e-4  # the final mixture has no dust weights
+    assert abs(total - budget) <= 0.25 * budget
+
+
+def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
+    sets, _ = pipeline
+    command = {**sets, "proxy.kind": "command", "search.parallelism": "1", "search.budget": "[6]",
+               "proxy.command": json.dumps([sys.executable, str(ROOT / "tests" / "proxy_command.py"),
+                                            "--sleep", "1"])}
+    proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "search", "--method", "random", *_args(command)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    finished = 0
+    try:
+        for line in proc.stdout:
+            finished += " done, score " in line
+            if finished == 2:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM, mid-batch
+        proc.wait()
+    assert finished == 2
+    again = climb("search", command, "--method", "random")
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused, trained = map(int, re.search(r"reusing (\d+) finished proxies, training (\d+)", again.stdout).groups())
+    assert reused >= 2 and reused + trained == 6
+    sid = re.search(r"search (random-\w+) \(random\): 6 proxies", again.stdout).group(1)
+    out = query(sets, f"""
+        out["rows"] = spark.sql("SELECT count(*), count(DISTINCT proxy_key) FROM climb.proxy_results "
+                                "WHERE search_id = '{sid}'").first()
+        out["runs"] = spark.sql("SELECT count(DISTINCT mlflow_run_id) FROM climb.proxy_results "
+                                "WHERE search_id = '{sid}'").first()[0]
+    """)
+    assert out["rows"] == [6, 6] and out["runs"] == 6
+    third = climb("search", command, "--method", "random")  # finished: nothing trains, same mixture
+    assert "reusing 6 finished proxies, training 0" in third.stdout
+    assert third.stdout.split("final mixture")[1].split("\n")[0] == again.stdout.split("final mixture")[1].split("\n")[0]
+
+
+def test_climb_beats_the_baselines_on_a_known_optimum(pipeline):
+    """With a command proxy whose best mixture is known (all weight on the last super-cluster),
+    CLIMB's iterations must get closer to it than uniform and token-proportional weights."""
+    sets, _ = pipeline
+    command = {**sets, "proxy.kind": "command", "search.budget": "[8, 4, 4]", "compare.seeds": "[1]",
+               "compare.methods": "[climb, uniform, token-prop]",
+               "proxy.command": json.dumps([sys.executable, str(ROOT / "tests" / "proxy_command.py")])}
+    done = climb("compare", command)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = {m: float(s) for m, s in re.findall(r"^  (\S+) +[\d.]+ \+- [\d.]+ +(-[\d.]+) \+-", done.stdout, re.M)}
+    assert set(scores) == {"climb", "uniform", "token-prop"}
+    assert scores["climb"] > max(scores["uniform"], scores["token-prop"])

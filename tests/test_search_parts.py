@@ -1,5 +1,4 @@
 """The search's parts as plain functions: samplers, predictor, proxy LM, command proxy, export plan."""
-import json
 import sys
 
 import numpy as np
