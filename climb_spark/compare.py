@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from . import search, token_pools
 from .config import Config
@@ -77,8 +78,11 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
                                              "std_target_loss", "search_id")} for r in rows])
     tracker.client.log_table(tracker.run_id, table, "comparison.json")
     tracker.finish()
-    replace_where(lake.ensure(spark, COMPARISONS), spark.createDataFrame(rows, COMPARISONS.schema),
-                  f"compare_id = '{cid}'")
+    table = lake.ensure(spark, COMPARISONS)
+    # The id covers everything the scores depend on, and every proxy is reused on a re-run: rows
+    # already there are the same rows, so they stay (with their created_at).
+    if spark.table(table).where(F.col("compare_id") == cid).count() != len(rows):
+        replace_where(table, spark.createDataFrame(rows, COMPARISONS.schema), f"compare_id = '{cid}'")
     return CompareReport(cid, rows, tracker.run_id)
 
 

@@ -262,7 +262,7 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    # null: the latest mixture of `method` over the current token pools.
+    # null: the mixture of the search that these settings run with `method`.
     search_id: str | None = None
     method: str = field(default="climb", metadata=_choice(*METHODS))
     # Tokens (the tables' word-and-punctuation count) to export; 0 = all tokens of the kept clusters.

@@ -20,7 +20,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from . import token_pools
+from . import search, token_pools
 from .config import Config
 from .prune import TOKEN
 from .sparkutil import replace_where
@@ -65,13 +65,12 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
     e = cfg.export
     lake = Lakehouse(cfg.lakehouse)
     pool = token_pools.ensure(spark, cfg, log)
-    mixtures = spark.table(lake.ensure(spark, MIXTURES))
-    chosen = (mixtures.where(F.col("search_id") == e.search_id) if e.search_id else
-              mixtures.where((F.col("method") == e.method) & (F.col("pool_id") == pool.pool_id))
-              ).orderBy(F.desc("created_at")).first()
+    # By default, the search this config runs with export.method (not merely the latest one).
+    wanted = e.search_id or search.search_id(cfg, pool, e.method)
+    chosen = spark.table(lake.ensure(spark, MIXTURES)).where(F.col("search_id") == wanted).first()
     if chosen is None:
-        raise RuntimeError(f"export: no mixture for {'search ' + e.search_id if e.search_id else e.method} "
-                           "over the current pools; run `climb-spark search` first")
+        raise RuntimeError(f"export: search {wanted} has no mixture yet; run `climb-spark search "
+                           f"--method {e.method}` with the same settings first")
     weights = np.asarray(chosen["weights"], dtype=np.float64)
     docs = (token_pools.kept_documents(spark, cfg).where(~token_pools.target_filter(cfg))
             .withColumn("n_tokens", F.size(F.regexp_extract_all("text", F.lit(TOKEN), 0)).cast("long")))

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from . import annotate, cluster, compare, corpus, export, features, ingest, prune, search, train_quality
+from . import (annotate, cluster, compare, corpus, export, features, ingest, prune, search, tracking,
+               train_quality)
 from .config import Config, ConfigError, check_input_exists, is_local_path
 from .quality import CRITERIA, model_path
 
@@ -38,6 +39,8 @@ def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
         raise ConfigError("annotate.base_url and annotate.model are required with annotate.teacher=llm")
     if {"search", "compare", "export"} & set(stages):
         search.validate(cfg)
+    if {"train-quality", "search", "compare"} & set(stages):
+        tracking.check_reachable(cfg.mlflow)
     if "embed" in stages and "train-quality" not in stages:
         missing = [c for c in CRITERIA if not model_path(cfg.quality.model_dir, c).is_file()]
         if missing:

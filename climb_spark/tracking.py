@@ -5,7 +5,24 @@ import math
 import time
 from pathlib import Path
 
-from .config import MlflowConfig, is_local_path
+from .config import ConfigError, MlflowConfig, is_local_path
+
+
+def check_reachable(cfg: MlflowConfig, timeout_s: float = 10.0) -> None:
+    """Fail before Spark starts when a remote tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    uri = cfg.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered; authentication and paths are MLflow's to report
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"mlflow.tracking_uri: cannot reach {uri} ({reason})") from None
 
 
 def experiment(cfg: MlflowConfig) -> str:

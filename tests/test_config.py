@@ -100,6 +100,7 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
     (["target.kind=file"], "target.path: required with target.kind=file"),
     (["proxy.d_model=30", "proxy.n_heads=4"], "proxy.d_model: must be a multiple of proxy.n_heads"),
     (["target.holdout_fraction=1.5"], "target.holdout_fraction: must be between 0 and 1"),
+    (["mlflow.tracking_uri=http://127.0.0.1:9"], "mlflow.tracking_uri: cannot reach http://127.0.0.1:9 ("),
 ])
 def test_cli_search_settings_fail_before_spark(tmp_path, overrides, message):
     sets = [a for o in overrides + [f"lakehouse.root={tmp_path}/lake"] for a in ("--set", o)]

@@ -110,3 +110,51 @@ def test_sample_corpus_ingests_with_domains(spark, cfg, tmp_path):
     domains = {r[0] for r in docs.selectExpr("get_json_object(metadata, '$.domain')").distinct().collect()}
     assert {"software-docstrings", "python-reference", "film-reviews", "dialog"} <= domains
     assert docs.count() == report.documents
+
+
+def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
+    """Hostile input: every record still lands in exactly one table, with a reason if rejected."""
+    import random
+
+    folder = Path(cfg.ingest.input)
+    folder.mkdir(parents=True)
+    rnd = random.Random(7)
+    big = "word " * 10_000_000  # one 50 MB line
+    (folder / "big.jsonl").write_text(json.dumps({"text": big}) + "\n" + json.dumps({"text": "small"}) + "\n")
+    (folder / "nul.jsonl").write_bytes(b'{"text": "x"}\x00\n' + json.dumps({"text": "a\u0000b"}).encode() + b"\n")
+    (folder / "types.jsonl").write_text("\n".join(json.dumps(v) for v in [
+        {"text": 5}, {"text": None}, {"text": ["a"]}, [1, 2], "a string", 42, {"text": {"nested": 1}},
+        {"text": "fine", "source": 7}]) + "\n")
+    (folder / "intl.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in [
+        "数据混合的聚类方法", "تنقية البيانات على نطاق واسع", "Größenordnung und Qualität 🚀"]) + "\n")
+    (folder / "noise.jsonl").write_bytes(bytes(rnd.getrandbits(8) for _ in range(4000)))
+    (folder / "blob.bin").write_bytes(bytes(rnd.getrandbits(8) for _ in range(1000)))
+    (folder / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    (folder / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n' * 1000)[:40])
+    (folder / "blank.txt").write_text("   \n\n\t\n")
+
+    report = ingest.run(spark, cfg)
+    t = tables(spark, cfg)
+    counts = {k: v.count() for k, v in t.items()}
+    assert report.balanced
+    assert report.input_records == counts["documents"] + counts["duplicates"] + counts["rejects"]
+    docs = {r["text"][:20]: r for r in t["documents"].select("text", "source", "n_chars", "file").collect()}
+    assert docs["word word word word "]["n_chars"] == len(big)
+    assert {t[:20] for t in ("small", "fine", "数据混合的聚类方法", "تنقية البيانات على نطاق واسع")} <= set(docs)
+    reasons = {}
+    for r in t["rejects"].collect():
+        reasons.setdefault(r["file"].rsplit("/", 1)[1], set()).add(r["reason"].split(":")[0])
+    assert reasons["nul.jsonl"] == {"malformed JSON", "NUL byte in text (binary content)"}
+    assert {"text field 'text' is a number, not a string", "no text field 'text'",
+            "JSON value is an array, not an object"} <= reasons["types.jsonl"]
+    assert reasons["blob.bin"] == {"unsupported file type"}
+    assert reasons["blank.txt"] == {"empty or whitespace-only text"}
+    assert any(r.startswith("truncated or corrupt gzip") for r in reasons["cut.jsonl.gz"])
+    assert reasons["noise.jsonl"] and not any(r["file"].endswith("noise.jsonl") for r in docs.values())
+    # Every input line of every file is somewhere: count per file across the three tables.
+    per_file = {}
+    for name in ("documents", "duplicates", "rejects"):
+        for r in t[name].groupBy("file").count().collect():
+            key = r["file"].rsplit("/", 1)[1]
+            per_file[key] = per_file.get(key, 0) + r["count"]
+    assert per_file["types.jsonl"] == 8 and per_file["intl.jsonl"] == 3 and per_file["big.jsonl"] == 2
