@@ -161,12 +161,8 @@ def _describe_target(cfg: Config) -> str:
     t = cfg.target
     if t.kind != "holdout":
         return f"{t.kind} {t.path}"
-    parts = [f"{t.holdout_fraction:.0%} hash slice"]
-    if t.source is not None:
-        parts.append(f"source={t.source}")
-    if t.super_cluster is not None:
-        parts.append(f"super_cluster={t.super_cluster}")
-    return " of ".join(parts[:1]) + (" with " + ", ".join(parts[1:]) if parts[1:] else "")
+    filters = [f"{k}={v}" for k, v in (("source", t.source), ("super_cluster", t.super_cluster)) if v is not None]
+    return f"{t.holdout_fraction:.0%} hash slice" + (" with " + ", ".join(filters) if filters else "")
 
 
 def load_or_train_tokenizer(spark: SparkSession, cfg: Config, docs: DataFrame):
