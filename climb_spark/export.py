@@ -44,8 +44,8 @@ class ExportReport:
         for c in m["super_clusters"]:
             if c["weight"] > 0:
                 note = f"  repeated x{c['passes']:.2f}: the cluster ran out" if c["passes"] > 1 else ""
-                lines.append(f"  super-cluster {c['super_cluster_id']:3d}: weight {c['weight']:.3f}, "
-                             f"share {c['share']:.3f}, {c['docs']:,} docs{note}")
+                lines.append(f"  super-cluster {c['super_cluster_id']:3d}: weight {c['weight']:.4f}, "
+                             f"share {c['share']:.4f}, {c['docs']:,} docs{note}")
         return "\n".join(lines)
 
 
