@@ -10,21 +10,19 @@ give the same rows (the faiss fit is seeded and deterministic).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import kmeans
 from .config import Config
-from .sparkutil import replace_all, task_gpu
+from .ids import content_id
+from .sparkutil import replace_all, table_version, task_gpu
 from .tables import CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, Lakehouse
 
 _INDEXES: dict[str, object] = {}
@@ -65,9 +63,9 @@ class ClusterReport:
 
 
 def fit_id(spark: SparkSession, cfg: Config, features_table: str) -> str:
-    version = DeltaTable.forName(spark, features_table).history(1).select("version").first()[0]
-    key = {"cluster": dataclasses.asdict(cfg.cluster), "normalize": cfg.embed.normalize, "features": version}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    key = {"cluster": dataclasses.asdict(cfg.cluster), "normalize": cfg.embed.normalize,
+           "features": table_version(spark, features_table)}
+    return content_id(key, 12)
 
 
 def fit(spark: SparkSession, cfg: Config, vectors: DataFrame, metric: str) -> tuple[np.ndarray, int]:

@@ -7,8 +7,6 @@ Runs (or reuses) the search of every method in `compare.methods`, then trains on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +16,7 @@ from pyspark.sql import functions as F
 
 from . import search, token_pools
 from .config import Config
+from .ids import content_id
 from .proxies import ProxyRunner, ProxySpec
 from .sparkutil import replace_where
 from .tables import COMPARISONS, PROXY_RESULTS, Lakehouse
@@ -43,15 +42,15 @@ class CompareReport:
 
 def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
     lake = Lakehouse(cfg.lakehouse)
+    pool = token_pools.ensure(spark, cfg, log)
     finals = {}
     for method in cfg.compare.methods:
-        report = search.run(spark, cfg, method, log)
+        report = search.run(spark, cfg, method, log, pool)
         log(report.summary())
         finals[method] = report
-    pool = token_pools.ensure(spark, cfg, log)
     key = {"searches": {m: (r.search_id, r.weights) for m, r in finals.items()}, "seeds": cfg.compare.seeds,
            "proxy": dataclasses.asdict(cfg.proxy)}
-    cid = "compare-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    cid = "compare-" + content_id(key, 10)
     tracker = SearchRun(cfg.mlflow, cid, "compare", {"methods": ",".join(cfg.compare.methods),
                                                      "seeds": ",".join(map(str, cfg.compare.seeds)),
                                                      "pool_id": pool.pool_id})
@@ -74,9 +73,9 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
                      "mlflow_run_id": tracker.run_id, "created_at": now})
         tracker.log_metrics({f"{method}.mean_score": rows[-1]["mean_score"],
                              f"{method}.std_score": rows[-1]["std_score"]}, 0)
-    table = pd.DataFrame([{k: r[k] for k in ("method", "mean_score", "std_score", "mean_target_loss",
-                                             "std_target_loss", "search_id")} for r in rows])
-    tracker.client.log_table(tracker.run_id, table, "comparison.json")
+    summary = pd.DataFrame([{k: r[k] for k in ("method", "mean_score", "std_score", "mean_target_loss",
+                                               "std_target_loss", "search_id")} for r in rows])
+    tracker.client.log_table(tracker.run_id, summary, "comparison.json")
     tracker.finish()
     table = lake.ensure(spark, COMPARISONS)
     # The id covers everything the scores depend on, and every proxy is reused on a re-run: rows

@@ -9,21 +9,20 @@ Delta table (replaced per export id) and to shuffled jsonl or parquet shards wit
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from . import search, token_pools
 from .config import Config
-from .prune import TOKEN
-from .sparkutil import replace_where
+from .ids import content_id
+from .prune import token_count
+from .sparkutil import replace_where, table_version
 from .tables import (CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES, SUPER_CLUSTERS, TRAINING_MIX,
                      Lakehouse)
 
@@ -73,7 +72,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
                            f"--method {e.method}` with the same settings first")
     weights = np.asarray(chosen["weights"], dtype=np.float64)
     docs = (token_pools.kept_documents(spark, cfg).where(~token_pools.target_filter(cfg))
-            .withColumn("n_tokens", F.size(F.regexp_extract_all("text", F.lit(TOKEN), 0)).cast("long")))
+            .withColumn("n_tokens", token_count("text").cast("long")))
     totals = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in
               docs.groupBy("super_cluster_id").agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
     if len(weights) != len(pool.super_cluster_ids):
@@ -83,7 +82,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
     budget = e.token_budget or int(tokens.sum())
     whole, frac = copies_plan(weights, tokens, budget)
     key = [chosen["search_id"], weights.tolist(), budget, e.seed, pool.pool_id]
-    export_id = "export-" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
+    export_id = "export-" + content_id(key, 10)
 
     plan = spark.createDataFrame(
         [(int(sc), int(w), float(f)) for sc, w, f in zip(pool.super_cluster_ids, whole, frac)],
@@ -118,16 +117,12 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
                             "docs": int(got.get(sc, (0, 0))[0]), "tokens": int(got.get(sc, (0, 0))[1]),
                             "share": got.get(sc, (0, 0))[1] / total_tokens if total_tokens else 0.0}
                            for sc, w, t in zip(pool.super_cluster_ids, weights, tokens)],
-        "sources": {spec.name: _version(spark, lake.name(spec))
+        "sources": {spec.name: table_version(spark, lake.name(spec))
                     for spec in (DOCUMENTS, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS, MIXTURES)},
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
     write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
     return ExportReport(export_id, chosen["search_id"], out, manifest)
-
-
-def _version(spark: SparkSession, table: str) -> int:
-    return int(DeltaTable.forName(spark, table).history(1).select("version").first()[0])
 
 
 def write_text(uri: str, text: str) -> None:

@@ -6,7 +6,6 @@ the proxies that were still running.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from pyspark.sql import functions as F
 
 from . import proxy_lm, token_pools
 from .config import ProxyConfig, TargetConfig
+from .ids import content_id
 from .sparkutil import default_parallelism, task_gpu
 from .tables import PROXY_RESULTS
 from .token_pools import Pool
@@ -41,7 +41,7 @@ def proxy_key(pool_id: str, proxy: ProxyConfig, seed: int, weights) -> str:
     """Names one proxy training: same pool (target included), settings, seed and mixture = same result."""
     key = {"pool": pool_id, "proxy": dataclasses.asdict(proxy), "seed": seed,
            "weights": [round(float(w), 9) for w in weights]}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return content_id(key, 16)
 
 
 def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: TargetConfig, threads: int) -> dict:

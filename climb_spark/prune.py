@@ -26,6 +26,11 @@ TOKEN = r"\w+|[^\w\s]"
 TERM = r"[a-z][a-z']{2,}"
 
 
+def token_count(text: str):
+    """Word-and-punctuation tokens of a text column: the tables' `n_tokens` and the prior's unit."""
+    return F.size(F.regexp_extract_all(text, F.lit(TOKEN), 0))
+
+
 @dataclass
 class PruneReport:
     clusters: int
@@ -75,7 +80,7 @@ def run(spark: SparkSession, cfg: Config) -> PruneReport:
     docs = (spark.table(lake.ensure(spark, DOC_CLUSTERS)).where(F.col("cluster_run_id") == fid)
             .join(spark.table(lake.ensure(spark, DOC_FEATURES)).select("doc_id", *CRITERIA), "doc_id")
             .join(spark.table(lake.ensure(spark, DOCUMENTS)).select("doc_id", "text"), "doc_id")
-            .withColumn("n_tokens", F.size(F.regexp_extract_all("text", F.lit(TOKEN), 0)))).cache()
+            .withColumn("n_tokens", token_count("text"))).cache()
     try:
         aggs = [F.count("*").alias("n_docs"), F.sum("n_tokens").alias("n_tokens")]
         for c in CRITERIA:

@@ -15,7 +15,6 @@ same mixtures.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from pyspark.sql import functions as F
 
 from . import mixture, predictor, token_pools
 from .config import Config, ConfigError
+from .ids import content_id
 from .proxies import ProxyRunner, ProxySpec
 from .sparkutil import merge_upsert
 from .tables import MIXTURES, PROXY_RESULTS, Lakehouse
@@ -77,14 +77,15 @@ def search_id(cfg: Config, pool: token_pools.Pool, method: str) -> str:
     for k in ("search_id", "method", "parallelism"):
         settings.pop(k)
     key = {"method": method, "pool": pool.pool_id, "search": settings, "proxy": dataclasses.asdict(cfg.proxy)}
-    return f"{method}-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{method}-" + content_id(key, 10)
 
 
-def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print) -> SearchReport:
+def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
+        pool: token_pools.Pool | None = None) -> SearchReport:
     validate(cfg)
     method = method or cfg.search.method
     lake = Lakehouse(cfg.lakehouse)
-    pool = token_pools.ensure(spark, cfg, log)
+    pool = pool or token_pools.ensure(spark, cfg, log)
     sid = search_id(cfg, pool, method)
     prior = np.asarray(pool.prior, dtype=np.float64)
     prior /= prior.sum()

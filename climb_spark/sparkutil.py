@@ -47,6 +47,11 @@ def default_parallelism(spark: SparkSession) -> int:
         return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
 
 
+def table_version(spark: SparkSession, table: str) -> int:
+    """The Delta table's latest commit version."""
+    return int(DeltaTable.forName(spark, table).history(1).select("version").first()[0])
+
+
 def replace_all(rows: DataFrame, table: str) -> None:
     """Atomically replace every row of an existing table (one Delta commit, schema kept)."""
     from pyspark.sql import functions as F

@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import Config, ConfigError
+from .ids import content_id
 from .sparkutil import merge_insert_only
 from .tables import CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse
 
@@ -81,7 +82,7 @@ def pool_id(cfg: Config, supers: list[dict]) -> str:
            "tokenizer": [cfg.proxy.tokenizer, cfg.proxy.vocab_size, cfg.proxy.tokenizer_sample_docs]}
     if cfg.target.path:  # the file's content, not just its name
         key["target_file"] = _file_digest(cfg.target.path)
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return content_id(key, 12)
 
 
 def _file_digest(path: str) -> str:

@@ -195,9 +195,9 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     out = query(sets, f"""
         from pyspark.sql import functions as F
         from climb_spark import token_pools
-        from climb_spark.prune import TOKEN
+        from climb_spark.prune import token_count
         docs = (token_pools.kept_documents(spark, cfg).where(~token_pools.target_filter(cfg))
-                .withColumn("t", F.size(F.regexp_extract_all("text", F.lit(TOKEN), 0))))
+                .withColumn("t", token_count("text")))
         out["sq"] = {{r[0]: r[1] for r in docs.groupBy("super_cluster_id").agg(F.sum(F.col("t") * F.col("t"))).collect()}}
         mix = spark.table("climb.training_mix").where(F.col("export_id") == "{export_id}")
         out["tokens"] = {{r[0]: r[1] for r in mix.groupBy("super_cluster_id").agg(F.sum("n_tokens")).collect()}}
