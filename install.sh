@@ -17,6 +17,13 @@ if [ "${CLIMB_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null && [ "$(id -
     || echo "install.sh: Debian corpora not installed; the corpus uses the PyPI sources only"
 fi
 
+# The MLflow UI test drives Debian's headless Chromium through its ChromeDriver.
+if [ "${CLIMB_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== Chromium and ChromeDriver for the browser test"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+    || echo "install.sh: chromium not installed; tests/test_pipeline.py's MLflow UI check will fail" >&2
+fi
+
 echo "== Python environment (.venv)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

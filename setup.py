@@ -36,7 +36,10 @@ setup(
         # Clusters (Databricks, EMR) bring their own Spark and Delta; a laptop or CI needs them.
         "local": SPARK,
         "gpu": ["faiss-gpu-cu12>=1.8"],
-        "dev": SPARK + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        # databricks-bundles: Databricks' typed job model, to check databricks.yml offline (tests/test_deploy.py);
+        # selenium drives Debian's chromium for the MLflow UI check; psutil finds the workers to kill.
+        "dev": SPARK + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                        "databricks-bundles>=1.22,<2", "selenium>=4.20,<5", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["climb-spark=climb_spark.cli:main"]},
 )

@@ -30,6 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="build the default corpus if needed, then every stage")
     sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
     sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir")
+    submit = sub.add_parser("submit-command", parents=[common],
+                            help="print the spark-submit command that runs JOB with these profiles")
+    submit.add_argument("job", help="pipeline or a stage name")
+    submit.add_argument("--master", help="default: the profile's spark.master")
+    submit.add_argument("--deploy-mode", choices=("client", "cluster"))
+    submit.add_argument("--py-files", action="append", default=[], metavar="WHEEL",
+                        help="the climb-spark wheel (pip wheel --no-deps .) for the executors")
+    submit.add_argument("--archive", help="a venv-pack archive, unpacked as ./environment everywhere")
+    submit.add_argument("--python", help="the executors' Python when no --archive carries one")
+    submit.add_argument("--jobs-dir", default="jobs", help="where the jobs/ scripts are (default: jobs)")
     sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
     sql.add_argument("statement")
     return parser
@@ -63,6 +73,14 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         _log(f"resolved {len(kept)} jars into {cfg.spark.jars_dir}")
         return 0
 
+    if args.command == "submit-command":
+        from . import submit
+
+        print(submit.render(submit.command(cfg, submit.Submit(
+            args.job, args.conf or [DEFAULT_PROFILE], args.set, args.master, args.deploy_mode,
+            args.py_files, args.archive, args.python, args.jobs_dir))))
+        return 0
+
     stages = list(pipeline.STAGES) if args.command == "run" else (
         [args.command] if args.command in pipeline.STAGES else [])
     pipeline.preflight(cfg, stages, build_corpus=args.command == "run")
@@ -79,11 +97,16 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             return 0
         for name in stages:
             started = time.monotonic()
+            # Names the stage's jobs in the Spark UI and event log; the line lets a person (and the
+            # fault tests) see where a long run is.
+            spark.sparkContext.setJobDescription(f"climb-spark {name}")
+            _log(f"{name}: started")
             report = pipeline.STAGES[name](spark, cfg)
             _log(report.summary())
             _log(f"{name}: done in {time.monotonic() - started:.1f}s")
     finally:
-        spark.stop()
+        if cfg.spark.stop_session:
+            spark.stop()
     return 0
 
 

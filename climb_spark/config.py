@@ -45,6 +45,9 @@ class SparkConfig:
     local_catalog: bool = False
     log_level: str = field(default="ERROR", metadata=_choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF"))
     conf: dict[str, str] = field(default_factory=dict)
+    # Stop the session when a command ends; false where the platform owns it (a Databricks job
+    # cluster shared by the job's tasks).
+    stop_session: bool = True
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from . import embedding, quality
 from .config import Config
-from .sparkutil import default_parallelism, merge_insert_only, task_gpu
+from .sparkutil import default_parallelism, merge_insert_only, ship_dir, shipped_path, task_gpu
 from .tables import DOC_FEATURES, DOCUMENTS, Lakehouse
 
 _COMPUTED = [f for f in DOC_FEATURES.schema.fields if f.name in ("doc_id", "embedding", *quality.CRITERIA)]
@@ -74,7 +74,7 @@ def _encoder(f: Featurizer):
 def _classifiers(model_dir: str, version: str) -> dict:
     key = f"{model_dir}@{version}"
     if key not in _CLASSIFIERS:
-        _CLASSIFIERS[key] = quality.load_models(model_dir)
+        _CLASSIFIERS[key] = quality.load_models(shipped_path(model_dir))
     return _CLASSIFIERS[key]
 
 
@@ -122,13 +122,13 @@ def by_length(docs: DataFrame, n_docs: int, cores: int, docs_per_task: int = 256
     return docs.repartitionByRange(parts, F.length("text").desc())
 
 
-def featurizer(cfg: Config) -> Featurizer:
+def featurizer(cfg: Config, quality_dir: str) -> Featurizer:
     ref = embedding.resolve_model(cfg.embed.model)
     # The dimension is read once on the driver so every worker's vectors can be checked against it.
     probe = embedding.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
     return Featurizer(ref, embedding.dimension(probe), cfg.embed.max_seq_length,
                       cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
-                      cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
+                      cfg.embed.device, cfg.embed.fp16, quality_dir)
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> FeaturesReport:
@@ -136,8 +136,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Features
     lake = Lakehouse(cfg.lakehouse)
     docs = lake.ensure(spark, DOCUMENTS)
     table = lake.ensure(spark, DOC_FEATURES)
-    f = featurizer(cfg)
     qversion = quality.models_version(cfg.quality.model_dir)
+    f = featurizer(cfg, ship_dir(spark, cfg.quality.model_dir, f"quality-{qversion}"))
 
     pending = (spark.table(docs).select("doc_id", "text")
                .join(spark.table(table).select("doc_id"), "doc_id", "left_anti"))

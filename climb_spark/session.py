@@ -30,7 +30,6 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         if not is_local_path(root):
             raise ValueError("spark.local_catalog needs a local lakehouse.root")
         root_path = Path(root.removeprefix("file://")).resolve()
-        root_path.mkdir(parents=True, exist_ok=True)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
             "spark.sql.warehouse.dir": str(root_path / "warehouse"),
@@ -57,6 +56,7 @@ def build_session(cfg: Config) -> SparkSession:
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
+        Path(cfg.lakehouse.root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

@@ -72,8 +72,10 @@ class SearchRun:
 
         run_id = self.children.get(key)
         if run_id is None:
+            # Backdated by the training time, so the UI's duration column is the proxy's.
+            started = int((time.time() - float(result["seconds"])) * 1000)
             run_id = self.client.create_run(
-                self.experiment_id, run_name=f"proxy-{spec.iteration}.{spec.index}",
+                self.experiment_id, start_time=started, run_name=f"proxy-{spec.iteration}.{spec.index}",
                 tags={"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
                       "climb.proxy_key": key, "climb.role": "proxy"}).info.run_id
             params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,

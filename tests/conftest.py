@@ -1,3 +1,7 @@
+import json
+import subprocess
+import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -6,6 +10,48 @@ import pytest
 from climb_spark.config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A scaled-down search: 4/2/2 proxies of a tiny GPT, two seeds per method in the comparison.
+SEARCH = {
+    "target.source": "pydoc-topics",
+    "target.holdout_fraction": "0.5",
+    "proxy.vocab_size": "320",
+    "proxy.d_model": "32",
+    "proxy.n_layers": "1",
+    "proxy.n_heads": "2",
+    "proxy.seq_len": "32",
+    "proxy.batch_size": "8",
+    "proxy.steps": "20",
+    "proxy.log_every": "5",
+    "search.budget": "[4, 2, 2]",
+    "search.candidates": "20000",
+    "compare.seeds": "[1, 2]",
+}
+
+
+def cli_args(sets: dict) -> list[str]:
+    return ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+
+
+def climb(command: str, sets: dict, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "climb_spark", command, *cli_args(sets), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def query(sets: dict, code: str) -> dict:
+    """Run `code` in a fresh process with `spark` and `cfg` bound; it sets `out`, returned here."""
+    script = textwrap.dedent("""
+        import json, sys
+        from climb_spark.config import load
+        from climb_spark.session import build_session
+        cfg = load(["conf/local.yaml"], sys.argv[1:])
+        spark = build_session(cfg)
+        out = {}
+    """) + textwrap.dedent(code) + '\nprint("RESULT" + json.dumps(out, default=str))\n'
+    done = subprocess.run([sys.executable, "-c", script, *[f"{k}={v}" for k, v in sets.items()]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULT", 1)[1])
 
 
 def local_config(tmp: Path, **overrides) -> Config:

@@ -12,50 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, SEARCH, cli_args, climb, query
 
-# A scaled-down search: 4/2/2 proxies of a tiny GPT, two seeds per method in the comparison.
-SEARCH = {
-    "target.source": "pydoc-topics",
-    "target.holdout_fraction": "0.5",
-    "proxy.vocab_size": "320",
-    "proxy.d_model": "32",
-    "proxy.n_layers": "1",
-    "proxy.n_heads": "2",
-    "proxy.seq_len": "32",
-    "proxy.batch_size": "8",
-    "proxy.steps": "20",
-    "proxy.log_every": "5",
-    "search.budget": "[4, 2, 2]",
-    "search.candidates": "20000",
-    "compare.seeds": "[1, 2]",
-}
-
-
-def _args(sets: dict) -> list[str]:
-    return ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-
-
-def climb(command: str, sets: dict, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "climb_spark", command, *_args(sets), *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def query(sets: dict, code: str) -> dict:
-    """Run `code` in a fresh process with `spark` and `cfg` bound; it sets `out`, returned here."""
-    script = textwrap.dedent("""
-        import json, sys
-        from climb_spark.config import load
-        from climb_spark.session import build_session
-        cfg = load(["conf/local.yaml"], sys.argv[1:])
-        spark = build_session(cfg)
-        out = {}
-    """) + textwrap.dedent(code) + '\nprint("RESULT" + json.dumps(out, default=str))\n'
-    done = subprocess.run([sys.executable, "-c", script, *[f"{k}={v}" for k, v in sets.items()]],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.split("RESULT", 1)[1])
-
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# Kept after the run for a person to look at (CI keeps the folder as an artifact).
+SCREENSHOTS = ROOT / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
@@ -228,7 +189,7 @@ def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
     command = {**sets, "proxy.kind": "command", "search.parallelism": "1", "search.budget": "[6]",
                "proxy.command": json.dumps([sys.executable, str(ROOT / "tests" / "proxy_command.py"),
                                             "--sleep", "1"])}
-    proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "search", "--method", "random", *_args(command)],
+    proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "search", "--method", "random", *cli_args(command)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     finished = 0
@@ -307,3 +268,60 @@ def test_notebooks_run_top_to_bottom_on_the_pipeline_tables(pipeline, monkeypatc
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= figures
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert tables and all("<table" in o["data"]["text/html"] for o in tables)
+
+
+def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
+    """`mlflow server` on the run's tracking store, read in headless Chromium as a person would:
+    the search's parent run, its proxy child runs under it, and its figures rendered."""
+    from mlflow.tracking import MlflowClient
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .standalone_cluster import BIN, free_port, stop, wait_for_http
+
+    assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), \
+        "Debian's chromium and chromium-driver are needed (install.sh installs them as root)"
+    sets, _ = pipeline
+    client = MlflowClient(sets["mlflow.tracking_uri"])
+    exp = client.get_experiment_by_name("climb-spark")
+    parent = client.search_runs([exp.experiment_id], "tags.`climb.role` = 'search' and "
+                                "attributes.run_name = 'search-climb'")[0]
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 8
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", sets["mlflow.tracking_uri"],
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(arg)
+    browser = None
+    try:
+        browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        page = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
+        wait_for_http(f"http://127.0.0.1:{port}/health", server)
+        browser.get(f"{base}/runs")
+        WebDriverWait(browser, 60).until(lambda b: "search-climb" in page())
+        row = browser.find_element(By.CSS_SELECTOR, f"[role='row'][row-id='{parent.info.run_id}']")
+        row.find_element(By.CSS_SELECTOR, "[col-id='attributes.`Run Name`'] button").click()  # expand
+        WebDriverWait(browser, 60).until(lambda b: all(c.info.run_name in page() for c in children))
+        SCREENSHOTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / "mlflow-search-runs.png"))
+
+        browser.get(f"{base}/runs/{parent.info.run_id}/artifacts")
+        WebDriverWait(browser, 60).until(lambda b: "figures" in page())
+        browser.find_element(By.XPATH, "//*[text()='figures']").click()
+        figures = ["score_by_iteration.png", "weights_by_iteration.png", "predicted_vs_actual.png"]
+        WebDriverWait(browser, 60).until(lambda b: all(f in page() for f in figures))
+        browser.find_element(By.XPATH, "//*[text()='score_by_iteration.png']").click()
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(
+            "return [...document.images].some(i => i.complete && i.naturalWidth > 300)"))
+        browser.save_screenshot(str(SCREENSHOTS / "mlflow-search-figure.png"))
+    finally:
+        if browser is not None:
+            browser.quit()
+        stop(server)
