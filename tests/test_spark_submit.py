@@ -110,7 +110,7 @@ def test_pipeline_on_a_standalone_cluster_survives_driver_and_worker_loss(cluste
         "export.output": str(tmp_path / "export"),
         **SEARCH,
         # Proxies long enough to be killed mid-training.
-        "proxy.steps": "600",
+        "proxy.steps": "1000",
         "compare.methods": "[uniform, token-prop]",
         "compare.seeds": "[1]",
     }
@@ -131,7 +131,9 @@ def test_pipeline_on_a_standalone_cluster_survives_driver_and_worker_loss(cluste
         proc.kill()
         driver.lines.append(f"[test] killed Python worker {proc.pid}\n")
 
-    second = Driver(argv, driver_dir, {"embed: started": kill_worker, " done, score ": kill_worker})
+    # "(2/4," is the second of iteration 1's four proxies finishing on the two slots: the other two
+    # have just started, so the busy worker found next is one of them, mid-training.
+    second = Driver(argv, driver_dir, {"embed: started": kill_worker, "(2/4, ETA": kill_worker})
     rc = second.wait(1500)
     assert rc == 0, second.output[-5000:]
     assert len(killed) == 2
