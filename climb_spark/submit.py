@@ -3,7 +3,7 @@ standalone-cluster test run, generated from the same settings a local run uses."
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from .config import Config, ConfigError
@@ -31,8 +31,6 @@ class Submit:
     # The executors' interpreter when no archive carries one.
     python: str | None = None
     jobs_dir: str = "jobs"
-    spark_submit: str = "spark-submit"
-    extra_conf: dict[str, str] = field(default_factory=dict)
 
 
 def job_script(jobs_dir: str, job: str) -> str:
@@ -43,7 +41,7 @@ def job_script(jobs_dir: str, job: str) -> str:
 
 
 def command(cfg: Config, s: Submit) -> list[str]:
-    argv = [s.spark_submit]
+    argv = ["spark-submit"]
     master = s.master or cfg.spark.master
     if master:
         argv += ["--master", master]
@@ -60,7 +58,6 @@ def command(cfg: Config, s: Submit) -> list[str]:
         conf["spark.pyspark.python"] = "./environment/bin/python"
     elif s.python:
         conf["spark.pyspark.python"] = s.python
-    conf.update(s.extra_conf)
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     argv.append(job_script(s.jobs_dir, s.job))
