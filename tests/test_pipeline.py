@@ -283,11 +283,12 @@ def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
 
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), \
         "Debian's chromium and chromium-driver are needed (install.sh installs them as root)"
-    sets, _ = pipeline
+    sets, stdout = pipeline
+    run_id = re.search(r"search climb-\w+ \(climb\): 8 proxies, MLflow run (\w+)", stdout).group(1)
     client = MlflowClient(sets["mlflow.tracking_uri"])
     exp = client.get_experiment_by_name("climb-spark")
-    parent = client.search_runs([exp.experiment_id], "tags.`climb.role` = 'search' and "
-                                "attributes.run_name = 'search-climb'")[0]
+    parent = client.get_run(run_id)
+    assert parent.info.run_name == "search-climb"
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 8
     port = free_port()
@@ -296,7 +297,7 @@ def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,2000"):
         options.add_argument(arg)
     browser = None
     try:
