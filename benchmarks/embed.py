@@ -79,7 +79,7 @@ def main() -> None:
     for c in quality.CRITERIA:
         quality.train(texts, [rubric_scores(t)[c] for t in texts], quality.model_path(cfg.quality.model_dir, c),
                       epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1)
-    f = features.featurizer(cfg, cfg.quality.model_dir)
+    f = features.featurizer(cfg)
     version = quality.models_version(cfg.quality.model_dir)
 
     def spark_pass(frame, fn, schema) -> float:

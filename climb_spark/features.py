@@ -7,6 +7,7 @@ re-run is a no-op and new documents are all that a later run computes.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -122,13 +123,13 @@ def by_length(docs: DataFrame, n_docs: int, cores: int, docs_per_task: int = 256
     return docs.repartitionByRange(parts, F.length("text").desc())
 
 
-def featurizer(cfg: Config, quality_dir: str) -> Featurizer:
+def featurizer(cfg: Config) -> Featurizer:
     ref = embedding.resolve_model(cfg.embed.model)
     # The dimension is read once on the driver so every worker's vectors can be checked against it.
     probe = embedding.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
     return Featurizer(ref, embedding.dimension(probe), cfg.embed.max_seq_length,
                       cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
-                      cfg.embed.device, cfg.embed.fp16, quality_dir)
+                      cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> FeaturesReport:
@@ -136,14 +137,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Features
     lake = Lakehouse(cfg.lakehouse)
     docs = lake.ensure(spark, DOCUMENTS)
     table = lake.ensure(spark, DOC_FEATURES)
+    f = featurizer(cfg)
     qversion = quality.models_version(cfg.quality.model_dir)
-    f = featurizer(cfg, ship_dir(spark, cfg.quality.model_dir, f"quality-{qversion}"))
 
     pending = (spark.table(docs).select("doc_id", "text")
                .join(spark.table(table).select("doc_id"), "doc_id", "left_anti"))
     n_pending = pending.count()
     started = time.monotonic()
     if n_pending:
+        # Only when there is work: on a cluster this packs and ships the models.
+        f = dataclasses.replace(f, quality_dir=ship_dir(spark, f.quality_dir, f"quality-{qversion}"))
         planned = (pending.repartition(cfg.embed.partitions) if cfg.embed.partitions
                    else by_length(pending, n_pending, default_parallelism(spark)))
         computed = planned.mapInPandas(lambda it: featurize(it, f, qversion), schema=COMPUTED)

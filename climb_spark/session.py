@@ -17,6 +17,13 @@ DELTA_CONF = {
 }
 
 
+def _local_root(cfg: Config) -> Path:
+    """The lakehouse root as a local folder, where the local catalog keeps its metastore."""
+    if not is_local_path(cfg.lakehouse.root):
+        raise ValueError("spark.local_catalog needs a local lakehouse.root")
+    return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
+
+
 def spark_conf(cfg: Config) -> dict[str, str]:
     """Every Spark setting a profile implies, in the order they apply (profile confs last)."""
     conf: dict[str, str] = {"spark.app.name": cfg.spark.app_name}
@@ -26,10 +33,7 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     if cfg.spark.configure_delta:
         conf.update(DELTA_CONF)
     if cfg.spark.local_catalog:
-        root = cfg.lakehouse.root
-        if not is_local_path(root):
-            raise ValueError("spark.local_catalog needs a local lakehouse.root")
-        root_path = Path(root.removeprefix("file://")).resolve()
+        root_path = _local_root(cfg)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
             "spark.sql.warehouse.dir": str(root_path / "warehouse"),
@@ -56,7 +60,7 @@ def build_session(cfg: Config) -> SparkSession:
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
-        Path(cfg.lakehouse.root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        _local_root(cfg).mkdir(parents=True, exist_ok=True)
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

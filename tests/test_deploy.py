@@ -6,7 +6,6 @@ import fnmatch
 import importlib.metadata
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +16,8 @@ from climb_spark.cli import _parser
 from climb_spark.config import load
 from climb_spark.pipeline import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT
+
 BUNDLE = yaml.safe_load((ROOT / "databricks.yml").read_text(encoding="utf-8"))
 JOB = BUNDLE["resources"]["jobs"]["climb_pipeline"]
 TASKS = JOB["tasks"]
