@@ -149,6 +149,18 @@ class StandaloneCluster:
         raise TimeoutError("no busy Python worker appeared")
 
 
+def spark_jobs(ui_port: int) -> list[dict]:
+    """The running application's jobs from its driver's REST API ([] until it answers)."""
+    base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+    try:
+        with urllib.request.urlopen(base, timeout=5) as r:
+            apps = json.load(r)
+        with urllib.request.urlopen(f"{base}/{apps[0]['id']}/jobs", timeout=5) as r:
+            return json.load(r)
+    except (OSError, IndexError, ValueError):
+        return []
+
+
 def failed_tasks(event_log_dir: Path) -> list[dict]:
     """(job description, job group, failure reason) of every task that did not succeed, read from
     the Spark event logs the runs wrote."""
