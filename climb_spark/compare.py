@@ -14,7 +14,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from . import search, token_pools
+from . import search, search_plots, token_pools
 from .config import Config
 from .ids import content_id
 from .proxies import ProxyRunner, ProxySpec
@@ -76,6 +76,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
     summary = pd.DataFrame([{k: r[k] for k in ("method", "mean_score", "std_score", "mean_target_loss",
                                                "std_target_loss", "search_id")} for r in rows])
     tracker.client.log_table(tracker.run_id, summary, "comparison.json")
+    tracker.log_figure(search_plots.comparison(rows), "figures/comparison.png")
     tracker.finish()
     table = lake.ensure(spark, COMPARISONS)
     # The id covers everything the scores depend on, and every proxy is reused on a re-run: rows

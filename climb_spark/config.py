@@ -27,7 +27,7 @@ def _choice(*values: str) -> dict:
 
 
 IDENT = {"identifier": True}
-METHODS = ("climb", "regmix", "random", "uniform", "token-prop")
+METHODS = ("climb", "climb-paper", "regmix", "random", "uniform", "token-prop")
 
 
 @dataclass(frozen=True)
@@ -250,9 +250,26 @@ class SearchConfig:
     # Later iterations: predicted scores of this many Dirichlet(p) draws, the top max(n^2, top_min).
     candidates: int = 100000
     top_min: int = 128
-    # The final mixture: argmax of the refitted predictor, or the mean of its top_mean_n best.
-    final: str = field(default="argmax", metadata=_choice("argmax", "top-mean"))
+    # climb's first round: `mixed` (half the sampler's, half uniform over the simplex) or `recipe`.
+    first_round: str = field(default="mixed", metadata=_choice("mixed", "recipe"))
+    # climb's predictor: `ensemble` (LightGBM with rounds chosen by k-fold CV blended with kernel
+    # ridge, fold models and a refit averaged, their spread as uncertainty) or `recipe` (one
+    # LightGBM model, 90/10 early stopping).
+    predictor: str = field(default="ensemble", metadata=_choice("ensemble", "recipe"))
+    folds: int = 5
+    # climb's later batches: `local` (an optimistic bound, mean + kappa * spread, over Dirichlet(p)
+    # and candidates around the best observed, min_distance apart) or `recipe` (uniform from the
+    # predicted top max(n^2, top_min)).
+    explore: str = field(default="local", metadata=_choice("local", "recipe"))
+    # The final mixture: `robust` (the best pessimistic bound, mean - kappa * spread, among the
+    # observed mixtures and candidates; the best observed where the predictor cannot rank),
+    # `argmax` of the refitted predictor (the paper), or the mean of its top_mean_n best.
+    final: str = field(default="robust", metadata=_choice("robust", "argmax", "top-mean"))
     top_mean_n: int = 128
+    kappa: float = 1.0
+    min_distance: float = 0.05
+    # Below this cross-validated Spearman the predictor is reported as unable to rank.
+    min_cv_spearman: float = 0.3
     # Proxies trained at once; 0 = the session's default parallelism.
     parallelism: int = 0
 

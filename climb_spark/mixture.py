@@ -26,7 +26,7 @@ def regmix_sample(prior: np.ndarray, n: int, rng: np.random.Generator, cfg: Sear
     found: list[np.ndarray] = []
     for _ in range(1000):
         alpha = base[None, :] * rng.choice(strengths, size=(wanted, 1))
-        draws = _dirichlet_rows(alpha, rng)
+        draws = dirichlet_rows(alpha, rng)
         draws = draws[np.all(draws <= cap + 1e-12, axis=1)]
         found.extend(_round(draws, cfg.min_weight))
         if len(found) >= wanted:
@@ -40,7 +40,7 @@ def regmix_sample(prior: np.ndarray, n: int, rng: np.random.Generator, cfg: Sear
     return unique[rng.choice(len(unique), size=n, replace=False)]
 
 
-def _dirichlet_rows(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def dirichlet_rows(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Row-wise alphas (numpy's dirichlet takes one vector); tiny alphas underflow to all-zero rows.
     g = rng.standard_gamma(alpha)
     total = g.sum(axis=1, keepdims=True)
@@ -73,7 +73,7 @@ def dedupe(w: np.ndarray, tol: float = 1e-5) -> np.ndarray:
 def dirichlet_candidates(prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """The recipe's later-iteration candidates: Dirichlet(p), no temperature, no rounding."""
     prior = _check_prior(prior)
-    return _dirichlet_rows(np.broadcast_to(prior, (n, len(prior))), rng)
+    return dirichlet_rows(np.broadcast_to(prior, (n, len(prior))), rng)
 
 
 def next_batch(candidates: np.ndarray, predicted: np.ndarray, n: int, top_min: int,

@@ -1,16 +1,9 @@
-"""Search stage (CLIMB-Search): mixtures over the super-clusters -> proxy scores -> LightGBM
-predictor -> the next mixtures, in a driver-side loop; the final mixture goes to `mixtures`.
-
-Methods, all at the same proxy budget and with the same proxy and seed:
-- climb: iteration 1 from RegMix's sampler, later ones uniformly from the predictor's top
-  max(n^2, 128) of 100k Dirichlet(p) candidates; final = argmax (or top-mean) of a refit.
-- regmix: one round of sum(budget) sampler mixtures; final = mean of the predictor's top 128.
-- random: sum(budget) mixtures uniform over the simplex; final = the best one observed.
-- uniform, token-prop: 1/M and p, no proxies.
+"""Search stage (CLIMB-Search) on Spark: `strategy.run` decides which mixtures to try and
+which to return; this runner trains each batch's proxies as Spark tasks, keeps every result in
+`proxy_results` and MLflow as it finishes, and writes the final mixture to `mixtures`.
 
 A search is named by its settings and pools, so the same command resumes it: every proxy already
-in `proxy_results` is reused, and the seeded samplers and deterministic predictor replay the
-same mixtures.
+in `proxy_results` is reused, and the seeded strategy replays the same mixtures.
 """
 from __future__ import annotations
 
@@ -23,12 +16,12 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from . import mixture, predictor, token_pools
+from . import strategy, token_pools
 from .config import Config, ConfigError
 from .ids import content_id
 from .proxies import ProxyRunner, ProxySpec
 from .sparkutil import merge_upsert
-from .tables import MIXTURES, PROXY_RESULTS, Lakehouse
+from .tables import MIXTURES, PROXY_RESULTS, SUPER_CLUSTERS, Lakehouse
 from .tracking import SearchRun
 
 
@@ -42,6 +35,8 @@ class SearchReport:
     best_observed: float | None
     n_proxies: int
     mlflow_run_id: str
+    chosen_from: str = "fixed"
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         w = ", ".join(f"{i}:{v:.3f}" for i, v in enumerate(self.weights) if v >= 0.0005)
@@ -51,6 +46,9 @@ class SearchReport:
             lines.append(f"  predicted score {self.predicted:.4f}")
         if self.best_observed is not None:
             lines.append(f"  best observed score {self.best_observed:.4f}")
+        if self.chosen_from != "fixed":
+            lines.append(f"  chosen from    {self.chosen_from}")
+        lines += [f"  WARNING {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -58,8 +56,14 @@ def validate(cfg: Config) -> None:
     s = cfg.search
     if not s.budget or any(b < 1 for b in s.budget):
         raise ConfigError(f"search.budget: needs one or more positive batch sizes, got {s.budget}")
-    if sum(s.budget) < 2 and s.method in ("climb", "regmix"):
+    if sum(s.budget) < 2 and s.method in ("climb", "climb-paper", "regmix"):
         raise ConfigError("search.budget: the predictor needs at least 2 proxies")
+    if s.folds < 2:
+        raise ConfigError(f"search.folds: needs at least 2 folds, got {s.folds}")
+    if s.kappa < 0 or s.min_distance < 0:
+        raise ConfigError("search.kappa and search.min_distance: must not be negative")
+    if not -1 <= s.min_cv_spearman <= 1:
+        raise ConfigError(f"search.min_cv_spearman: a Spearman correlation in [-1, 1], got {s.min_cv_spearman}")
     if cfg.proxy.kind == "command" and not cfg.proxy.command:
         raise ConfigError("proxy.command: required with proxy.kind=command (an argv list)")
     if cfg.target.kind != "holdout" and not cfg.target.path:
@@ -97,13 +101,9 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         **{f"prior_{i:02d}": round(p, 6) for i, p in enumerate(prior)}})
     runner = ProxyRunner(spark, pool, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), tracker,
                          cfg.search.parallelism, log)
-    rng = np.random.default_rng(cfg.search.seed)
-    s = cfg.search
     history: list[dict] = []
-    fit = None
-    predicted = None
 
-    def batch(weights: np.ndarray, iteration: int) -> None:
+    def evaluate(weights: np.ndarray, iteration: int) -> list[float]:
         specs = [ProxySpec(sid, method, iteration, i, tuple(float(v) for v in w), cfg.proxy.seed)
                  for i, w in enumerate(weights)]
         rows = runner.run(specs, f"search {sid} iteration {iteration}")
@@ -111,41 +111,28 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         scores = [r["score"] for r in rows]
         tracker.log_metrics({"best_score": max(r["score"] for r in history), "iteration_best_score": max(scores),
                              "iteration_mean_score": float(np.mean(scores))}, iteration)
+        return scores
 
-    if method == "climb":
-        batch(mixture.regmix_sample(prior, s.budget[0], rng, s), 1)
-        for iteration, n in enumerate(s.budget[1:], start=2):
-            fit = _fit(history, s.seed, tracker, iteration - 1)
-            cands = mixture.dirichlet_candidates(prior, s.candidates, rng)
-            batch(mixture.next_batch(cands, fit.predict(cands), n, s.top_min, rng), iteration)
-        fit = _fit(history, s.seed, tracker, len(s.budget))
-        weights, predicted = _final(fit, prior, rng, s.candidates, s.final, s.top_mean_n, s.min_weight)
-    elif method == "regmix":
-        batch(mixture.regmix_sample(prior, sum(s.budget), rng, s), 1)
-        fit = _fit(history, s.seed, tracker, 1)
-        weights, predicted = _final(fit, prior, rng, s.candidates, "top-mean", s.top_mean_n, s.min_weight)
-        argmax, best = _final(fit, prior, np.random.default_rng(s.seed + 1), s.candidates, "argmax", 1,
-                              s.min_weight)
-        tracker.log_dict({"weights": argmax.tolist(), "predicted_score": best}, "regmix_argmax.json")
-    elif method == "random":
-        batch(mixture.uniform_random(len(prior), sum(s.budget), rng), 1)
-        best = max(history, key=lambda r: r["score"])
-        weights = np.asarray(best["weights"])
-    elif method == "uniform":
-        weights = np.full(len(prior), 1.0 / len(prior))
-    else:  # token-prop
-        weights = prior.copy()
+    result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
+                          on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+    weights, predicted = result.weights, result.predicted
+    for warning in result.warnings:
+        log(f"search {sid}: WARNING {warning}")
+    tracker.set_tags({"climb.warnings": " | ".join(result.warnings) or "none",
+                      "climb.final_from": result.chosen_from})
+    if "argmax" in result.extra:
+        tracker.log_dict(result.extra["argmax"], "regmix_argmax.json")
 
-    best_observed = max((r["score"] for r in history), default=None)
+    best_observed = result.best_observed
     table = lake.ensure(spark, MIXTURES)
     before = spark.table(table).where(F.col("search_id") == sid).select("weights", "n_proxies").first()
     if before is None or list(before["weights"]) != [float(w) for w in weights] or before["n_proxies"] != len(history):
-        _log_outputs(tracker, history, fit, weights, prior, predicted)
+        _log_outputs(tracker, history, result, _names(spark, lake, pool))
     row = {"search_id": sid, "method": method, "weights": [float(w) for w in weights],
            "prior": [float(p) for p in prior], "predicted_score": predicted, "best_observed_score": best_observed,
            "n_proxies": len(history), "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
            "mlflow_run_id": tracker.run_id,
-           "config": json.dumps({"search": dataclasses.asdict(s), "proxy": dataclasses.asdict(cfg.proxy),
+           "config": json.dumps({"search": dataclasses.asdict(cfg.search), "proxy": dataclasses.asdict(cfg.proxy),
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
            "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
     # A re-run computes the same mixture; only a changed one replaces the row (created_at kept).
@@ -153,43 +140,30 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
                  MIXTURES.key, replace_when="t.weights <> s.weights")
     tracker.finish()
     return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, len(history),
-                        tracker.run_id)
+                        tracker.run_id, result.chosen_from, result.warnings)
 
 
-def _fit(history: list[dict], seed: int, tracker: SearchRun, step: int) -> predictor.Fit:
-    x = np.array([r["weights"] for r in history])
-    y = np.array([r["score"] for r in history])
-    fit = predictor.fit(x, y, seed)
-    tracker.log_metrics(fit.metrics(), step)
-    return fit
+def _names(spark: SparkSession, lake: Lakehouse, pool: token_pools.Pool) -> list[str]:
+    """'id: top terms' per super-cluster of the pool, for the figures' axes."""
+    rows = spark.table(lake.ensure(spark, SUPER_CLUSTERS)).select("super_cluster_id", "description").collect()
+    terms = {r["super_cluster_id"]: r["description"].split(": ", 1)[-1] for r in rows}
+    return [f"{sc}: {', '.join(terms.get(sc, '').split(', ')[:3])}".rstrip(": ") for sc in pool.super_cluster_ids]
 
 
-def _final(fit: predictor.Fit, prior: np.ndarray, rng: np.random.Generator, n: int, how: str,
-           top_n: int, min_weight: float) -> tuple[np.ndarray, float]:
-    cands = mixture.dirichlet_candidates(prior, n, rng)
-    pred = fit.predict(cands)
-    if how == "argmax":
-        weights = cands[int(np.argmax(pred))]
-    else:
-        weights = cands[np.argsort(-pred, kind="stable")[:top_n]].mean(axis=0)
-    # Dirichlet draws carry dust weights (1e-30); zero them as the sampler does, so a weight
-    # in the final mixture means documents in the export.
-    weights = np.where(weights < min_weight, 0.0, weights)
-    weights /= weights.sum()
-    return weights, float(fit.predict(weights[None, :])[0])
-
-
-def _log_outputs(tracker: SearchRun, history: list[dict], fit, weights: np.ndarray, prior: np.ndarray,
-                 predicted: float | None) -> None:
+def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Result, names: list[str]) -> None:
     from . import search_plots
 
+    weights = result.weights
+    tracker.log_params({f"final_w_{i:02d}": round(float(w), 6) for i, w in enumerate(weights)})
     tracker.log_dict({"search_id": tracker.search_id, "weights": [float(w) for w in weights],
-                      "prior": [float(p) for p in prior], "predicted_score": predicted}, "final_mixture.json")
+                      "prior": [float(p) for p in result.prior], "predicted_score": result.predicted,
+                      "chosen_from": result.chosen_from, "warnings": result.warnings,
+                      "predictor": result.diagnostics}, "final_mixture.json")
     if history:
         tracker.log_dict({"pairs": [{k: r[k] for k in ("iteration", "proxy_index", "weights", "score", "target_loss")}
                                     for r in history]}, "proxy_results.json")
         tracker.log_figure(search_plots.scores_by_iteration(history), "figures/score_by_iteration.png")
-        tracker.log_figure(search_plots.weights_by_iteration(history, weights, prior), "figures/weights_by_iteration.png")
-    if fit is not None:
-        tracker.log_figure(search_plots.predicted_vs_actual(history, fit), "figures/predicted_vs_actual.png")
-        tracker.log_lightgbm(fit.booster)
+        tracker.log_figure(search_plots.weights_by_iteration(history, weights, result.prior, names), "figures/weights_by_iteration.png")
+    if result.fit is not None:
+        tracker.log_figure(search_plots.predicted_vs_actual(history, result.fit), "figures/predicted_vs_actual.png")
+        tracker.log_lightgbm(result.fit.booster)

@@ -105,6 +105,21 @@ class SearchRun:
         for key in new:
             self._steps[key].add(step)
 
+    def log_params(self, params: dict[str, object]) -> None:
+        """Params are immutable in MLflow: a resumed search whose final mixture changed (a
+        non-deterministic command proxy) keeps the first values and tags the new ones."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_batch(self.run_id, params=_params(params))
+        except MlflowException:
+            self.set_tags({f"latest.{k}": v for k, v in params.items()})
+
+    def set_tags(self, tags: dict[str, object]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
     def log_figure(self, figure, path: str) -> None:
         import matplotlib.pyplot as plt
 

@@ -106,14 +106,14 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
         out["compare"] = {r.method: r.asDict() for r in spark.sql("SELECT * FROM climb.comparisons").collect()}
     """)
     mixtures = out["mixtures"]
-    assert set(mixtures) == {"climb", "regmix", "random", "uniform", "token-prop"}
+    assert set(mixtures) == {"climb", "climb-paper", "regmix", "random", "uniform", "token-prop"}
     m = len(mixtures["climb"]["prior"])
     for method, row in mixtures.items():
         assert len(row["weights"]) == m and abs(sum(row["weights"]) - 1) < 1e-6, method
     assert mixtures["token-prop"]["weights"] == pytest.approx(mixtures["climb"]["prior"])
     assert mixtures["uniform"]["weights"] == pytest.approx([1 / m] * m)
     assert out["iterations"] == [[1, 4], [2, 2], [3, 2]]  # the 4:2:1-style budget, scaled down
-    for method in ("climb", "regmix", "random"):
+    for method in ("climb", "climb-paper", "regmix", "random"):
         assert mixtures[method]["n_proxies"] == 8
         assert out["proxies"][mixtures[method]["search_id"]] == [8, 8]  # every proxy once, none twice
     assert set(out["compare"]) == set(mixtures)
@@ -134,10 +134,18 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert figures == {"figures/score_by_iteration.png", "figures/weights_by_iteration.png",
                        "figures/predicted_vs_actual.png"}
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"final_mixture.json", "proxy_results.json"}
-    assert [h.step for h in client.get_metric_history(parent.info.run_id, "predictor_val_mae")] == [1, 2, 3]
+    for metric in ("predictor_cv_mae", "predictor_cv_spearman", "predictor_can_rank"):
+        assert [h.step for h in client.get_metric_history(parent.info.run_id, metric)] == [1, 2, 3], metric
     import mlflow
 
     mlflow.set_tracking_uri(sets["mlflow.tracking_uri"])
+    final = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/final_mixture.json")
+    assert [float(parent.data.params[f"final_w_{i:02d}"]) for i in range(m)] == pytest.approx(final["weights"], abs=1e-6)
+    assert parent.data.tags["climb.final_from"] == final["chosen_from"] in ("predictor", "observed")
+    assert (parent.data.tags["climb.warnings"] == "none") == (not final["warnings"])
+    assert len(final["predictor"]) == 3  # the fit diagnostics of every iteration
+    compare_run = client.get_run(out["compare"]["climb"]["mlflow_run_id"])
+    assert "figures/comparison.png" in {a.path for a in client.list_artifacts(compare_run.info.run_id, "figures")}
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert [mm.name for mm in models if mm.source_run_id == parent.info.run_id] == ["predictor"]
 
