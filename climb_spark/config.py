@@ -27,7 +27,7 @@ def _choice(*values: str) -> dict:
 
 
 IDENT = {"identifier": True}
-METHODS = ("climb", "climb-paper", "regmix", "random", "uniform", "token-prop")
+METHODS = ("climb", "climb-paper", "regmix", "doremi", "random", "uniform", "token-prop")
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,9 @@ class SearchConfig:
     min_distance: float = 0.05
     # Below this cross-validated Spearman the predictor is reported as unable to rank.
     min_cv_spearman: float = 0.3
+    # DoReMi's Group DRO: the domain weights' step in log space and their mix with uniform.
+    doremi_step_size: float = 1.0
+    doremi_smoothing: float = 1e-3
     # Proxies trained at once; 0 = the session's default parallelism.
     parallelism: int = 0
 

@@ -49,11 +49,8 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
     weights = {sc: float(w) for sc, w in zip(pool.super_cluster_ids, spec.weights) if w > 0}
     if proxy.kind == "command":
         return run_command(proxy.command, spec, pool, weights)
-    budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
-    pools = {sc: token_pools.read_tokens(pool.train_path(sc), budget) for sc in weights}
-    device = "cpu"
-    if proxy.device != "cpu":
-        device = task_gpu() or ("cuda" if proxy.device == "cuda" else "cpu")
+    pools = read_pools(pool, proxy, weights)
+    device = task_device(proxy)
     if pool.target_kind == "choices":
         result = proxy_lm.train(pools, weights, np.zeros(0), pool.vocab_size, proxy, spec.seed, device, threads,
                                 choices=token_pools.read_choices(pool.target_path))
@@ -61,6 +58,36 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
         result = proxy_lm.train(pools, weights, token_pools.read_tokens(pool.target_path, target.max_tokens),
                                 pool.vocab_size, proxy, spec.seed, device, threads)
     return dataclasses.asdict(result)
+
+
+def read_pools(pool: Pool, proxy: ProxyConfig, weights: dict[int, float]) -> dict[int, np.ndarray]:
+    """At most one proxy's worth of tokens from each super-cluster with a positive weight."""
+    budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
+    return {sc: token_pools.read_tokens(pool.train_path(sc), budget) for sc in weights}
+
+
+def task_device(proxy: ProxyConfig) -> str:
+    if proxy.device == "cpu":
+        return "cpu"
+    return task_gpu() or ("cuda" if proxy.device == "cuda" else "cpu")
+
+
+def run_in_one_task(spark: SparkSession, work: Callable[[int], dict], description: str) -> dict:
+    """work(threads) in a Spark job of one task (on an executor, with its cores), as JSON back."""
+
+    def task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        for _ in batches:
+            pass
+        ctx = TaskContext.get()
+        yield pd.DataFrame({"result": [json.dumps(work(int(ctx.cpus()) if ctx else 1))]})
+
+    sc = getattr(spark, "sparkContext", None)
+    if sc is not None:
+        sc.setJobDescription(description)
+    rows = spark.range(0, 1, 1, 1).mapInPandas(task, "result string").collect()
+    return json.loads(rows[0]["result"])
 
 
 def run_command(argv: list[str], spec: ProxySpec, pool: Pool, weights: dict[int, float]) -> dict:
@@ -129,21 +156,8 @@ class ProxyRunner:
 
     def _train(self, spec: ProxySpec, key: str) -> dict:
         pool, proxy, target = self.pool, self.proxy, self.target
-
-        def task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            from pyspark import TaskContext
-
-            for _ in batches:
-                pass
-            ctx = TaskContext.get()
-            threads = int(ctx.cpus()) if ctx else 1
-            yield pd.DataFrame({"result": [json.dumps(train_in_task(spec, pool, proxy, target, threads))]})
-
-        sc = getattr(self.spark, "sparkContext", None)
-        if sc is not None:
-            sc.setJobDescription(f"proxy {spec.search_id} #{spec.iteration}.{spec.index}")
-        rows = self.spark.range(0, 1, 1, 1).mapInPandas(task, "result string").collect()
-        return json.loads(rows[0]["result"])
+        return run_in_one_task(self.spark, lambda threads: train_in_task(spec, pool, proxy, target, threads),
+                               f"proxy {spec.search_id} #{spec.iteration}.{spec.index}")
 
     def _record(self, spec: ProxySpec, key: str, result: dict) -> dict:
         run_id = self.tracker.proxy_run(spec, key, result) if self.tracker else None

@@ -53,8 +53,9 @@ def _model(cfg: ProxyConfig, vocab: int):
 
 
 def batches(pools: dict[int, np.ndarray], weights: dict[int, float], cfg: ProxyConfig,
-            rng: np.random.Generator):
-    """Endless (x, y) windows: each row's pool drawn by weight, its offset uniformly."""
+            rng: np.random.Generator, with_domains: bool = False):
+    """Endless (x, y) windows (and each row's pool, with_domains): each row's pool drawn by
+    weight, its offset uniformly."""
     ids = [i for i, w in sorted(weights.items()) if w > 0]
     if not ids:
         raise ValueError("a mixture needs at least one positive weight")
@@ -64,12 +65,13 @@ def batches(pools: dict[int, np.ndarray], weights: dict[int, float], cfg: ProxyC
     arrays = {i: pools[i] if len(pools[i]) >= span else np.resize(pools[i], span) for i in ids}
     while True:
         rows = []
-        for i in rng.choice(ids, size=cfg.batch_size, p=p):
+        picked = rng.choice(ids, size=cfg.batch_size, p=p)
+        for i in picked:
             a = arrays[i]
             start = int(rng.integers(0, len(a) - span + 1))
             rows.append(a[start:start + span])
         block = np.stack(rows).astype(np.int64)
-        yield block[:, :-1], block[:, 1:]
+        yield (block[:, :-1], block[:, 1:], picked) if with_domains else (block[:, :-1], block[:, 1:])
 
 
 def target_windows(target: np.ndarray, seq_len: int) -> np.ndarray:
@@ -87,33 +89,8 @@ def train(pools: dict[int, np.ndarray], weights: dict[int, float], target: np.nd
           choices: list | None = None) -> ProxyResult:
     """Train on the mixture; score = -(target loss), or choice accuracy when `choices` is given
     (items of (context tokens, [choice tokens], label))."""
-    import torch
-
     started = time.perf_counter()
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(seed)
-    model = _model(cfg, vocab).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    rest = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
-    data = batches(pools, weights, cfg, np.random.default_rng(seed))
-    curve, window = [], []
-    model.train()
-    for step in range(cfg.steps):
-        x, y = next(data)
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        window.append(loss.item())
-        if len(window) == cfg.log_every or step == cfg.steps - 1:
-            curve.append(float(np.mean(window)))
-            window = []
+    model, curve = fit(pools, weights, vocab, cfg, seed, device, threads)
     tokens = cfg.steps * cfg.batch_size * cfg.seq_len
     if choices is not None:
         return ProxyResult(choice_loglik(model, choices, device), float("nan"), curve, tokens,
@@ -122,6 +99,118 @@ def train(pools: dict[int, np.ndarray], weights: dict[int, float], target: np.nd
     if not math.isfinite(target_loss):
         raise FloatingPointError(f"proxy diverged: target loss {target_loss}")
     return ProxyResult(-target_loss, target_loss, curve, tokens, time.perf_counter() - started)
+
+
+def _setup(vocab: int, cfg: ProxyConfig, seed: int, device: str, threads: int):
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+    model = _model(cfg, vocab).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    rest = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
+    model.train()
+    return model, opt, sched
+
+
+def _step(model, opt, sched, loss, cfg: ProxyConfig) -> None:
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    sched.step()
+
+
+class _Curve:
+    """Training loss averaged over log_every steps."""
+
+    def __init__(self, cfg: ProxyConfig):
+        self.cfg, self.points, self.window = cfg, [], []
+
+    def add(self, step: int, value: float) -> None:
+        self.window.append(value)
+        if len(self.window) == self.cfg.log_every or step == self.cfg.steps - 1:
+            self.points.append(float(np.mean(self.window)))
+            self.window = []
+
+
+def fit(pools: dict[int, np.ndarray], weights: dict[int, float], vocab: int, cfg: ProxyConfig, seed: int,
+        device: str = "cpu", threads: int = 1):
+    """The model trained on the mixture, and its training-loss curve."""
+    import torch
+
+    model, opt, sched = _setup(vocab, cfg, seed, device, threads)
+    data = batches(pools, weights, cfg, np.random.default_rng(seed))
+    curve = _Curve(cfg)
+    for step in range(cfg.steps):
+        x, y = (torch.from_numpy(a).to(device) for a in next(data))
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        _step(model, opt, sched, loss, cfg)
+        curve.add(step, loss.item())
+    return model, curve.points
+
+
+@dataclass
+class DoremiResult:
+    weights: dict[int, float]  # the domain weights averaged over every step: DoReMi's output
+    weight_curve: list[list[float]]  # the weights every log_every steps, in domain order
+    reference_curve: list[float]
+    proxy_curve: list[float]
+    tokens_trained: int
+    seconds: float
+
+
+def doremi(pools: dict[int, np.ndarray], reference: dict[int, float], vocab: int, cfg: ProxyConfig, seed: int,
+           device: str = "cpu", threads: int = 1, step_size: float = 1.0, smoothing: float = 1e-3) -> DoremiResult:
+    """DoReMi (Xie et al. 2023): a reference model trained on the reference weights, then a
+    proxy trained with Group DRO against it. Each step the batch is drawn uniformly over the
+    domains; a domain's excess loss is its per-token loss above the reference's, clipped at 0;
+    the domain weights take an exponentiated-gradient step (in log space, `step_size`), are
+    mixed with uniform by `smoothing`, and weight the proxy's loss. The output is the weights
+    averaged over all steps."""
+    import torch
+
+    started = time.perf_counter()
+    ids = sorted(i for i, w in reference.items() if w > 0)
+    ref_model, ref_curve = fit(pools, reference, vocab, cfg, seed, device, threads)
+    ref_model.eval()
+    model, opt, sched = _setup(vocab, cfg, seed, device, threads)
+    data = batches(pools, {i: 1.0 for i in ids}, cfg, np.random.default_rng(seed + 1), with_domains=True)
+    k = len(ids)
+    alpha = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    total = torch.zeros(k, dtype=torch.float64)
+    curve, weight_curve = _Curve(cfg), []
+    for step in range(cfg.steps):
+        x, y, picked = next(data)
+        domain = torch.from_numpy(np.searchsorted(ids, picked)).to(device)
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        token_loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(),
+                                                       reduction="none").view(y.shape)
+        with torch.no_grad():
+            ref_loss = torch.nn.functional.cross_entropy(ref_model(x).flatten(0, 1), y.flatten(),
+                                                         reduction="none").view(y.shape)
+        one_hot = torch.nn.functional.one_hot(domain, k).to(token_loss.dtype)  # (batch, k)
+        tokens = one_hot.sum(0) * y.shape[1]
+        per_domain = (one_hot * token_loss.sum(1, keepdim=True)).sum(0) / tokens.clamp(min=1)
+        with torch.no_grad():
+            excess = (one_hot * (token_loss - ref_loss).clamp(min=0).sum(1, keepdim=True)).sum(0)
+            excess = (excess / tokens.clamp(min=1)).double().cpu()
+            log_alpha = alpha.log() + step_size * excess
+            alpha = (1 - smoothing) * (log_alpha - torch.logsumexp(log_alpha, 0)).exp() + smoothing / k
+            total += alpha
+        loss = (alpha.to(per_domain.dtype).to(device) * per_domain).sum()
+        _step(model, opt, sched, loss, cfg)
+        curve.add(step, loss.item())
+        if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
+            weight_curve.append(alpha.tolist())
+    mean = (total / cfg.steps).numpy()
+    return DoremiResult({i: float(w) for i, w in zip(ids, mean / mean.sum())}, weight_curve, ref_curve, curve.points,
+                        2 * cfg.steps * cfg.batch_size * cfg.seq_len, time.perf_counter() - started)
 
 
 def lr_factor(step: int, cfg: ProxyConfig) -> float:

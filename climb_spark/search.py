@@ -1,6 +1,7 @@
 """Search stage (CLIMB-Search) on Spark: `strategy.run` decides which mixtures to try and
 which to return; this runner trains each batch's proxies as Spark tasks, keeps every result in
-`proxy_results` and MLflow as it finishes, and writes the final mixture to `mixtures`.
+`proxy_results` and MLflow as it finishes, and writes the final mixture to `mixtures`. The
+`doremi` baseline learns its mixture while training instead (`doremi.run`).
 
 A search is named by its settings and pools, so the same command resumes it: every proxy already
 in `proxy_results` is reused, and the seeded strategy replays the same mixtures.
@@ -16,7 +17,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from . import strategy, token_pools
+from . import doremi, strategy, token_pools
 from .config import Config, ConfigError
 from .ids import content_id
 from .proxies import ProxyRunner, ProxySpec
@@ -64,6 +65,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("search.kappa and search.min_distance: must not be negative")
     if not -1 <= s.min_cv_spearman <= 1:
         raise ConfigError(f"search.min_cv_spearman: a Spearman correlation in [-1, 1], got {s.min_cv_spearman}")
+    _check_method(s.method, cfg)
     if cfg.proxy.kind == "command" and not cfg.proxy.command:
         raise ConfigError("proxy.command: required with proxy.kind=command (an argv list)")
     if cfg.target.kind != "holdout" and not cfg.target.path:
@@ -72,6 +74,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("proxy.d_model: must be a multiple of proxy.n_heads")
     if not 0 < cfg.target.holdout_fraction < 1:
         raise ConfigError("target.holdout_fraction: must be between 0 and 1")
+
+
+def _check_method(method: str, cfg: Config) -> None:
+    if method == "doremi" and cfg.proxy.kind != "torch":
+        raise ConfigError("search.method: doremi trains the built-in proxy (proxy.kind=torch); "
+                          "with a command proxy, leave it out of compare.methods")
 
 
 def search_id(cfg: Config, pool: token_pools.Pool, method: str) -> str:
@@ -88,6 +96,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         pool: token_pools.Pool | None = None) -> SearchReport:
     validate(cfg)
     method = method or cfg.search.method
+    _check_method(method, cfg)
     lake = Lakehouse(cfg.lakehouse)
     pool = pool or token_pools.ensure(spark, cfg, log)
     sid = search_id(cfg, pool, method)
@@ -113,8 +122,14 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
                              "iteration_mean_score": float(np.mean(scores))}, iteration)
         return scores
 
-    result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
-                          on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+    table = lake.ensure(spark, MIXTURES)
+    before = spark.table(table).where(F.col("search_id") == sid).select("weights", "n_proxies").first()
+    if method == "doremi":
+        result = doremi.run(spark, cfg, pool, prior, sid, tracker, log, list(before["weights"]) if before else None)
+    else:
+        result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
+                              on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+    n_proxies = result.extra.get("proxies", len(history))
     weights, predicted = result.weights, result.predicted
     for warning in result.warnings:
         log(f"search {sid}: WARNING {warning}")
@@ -124,13 +139,11 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         tracker.log_dict(result.extra["argmax"], "regmix_argmax.json")
 
     best_observed = result.best_observed
-    table = lake.ensure(spark, MIXTURES)
-    before = spark.table(table).where(F.col("search_id") == sid).select("weights", "n_proxies").first()
-    if before is None or list(before["weights"]) != [float(w) for w in weights] or before["n_proxies"] != len(history):
+    if before is None or list(before["weights"]) != [float(w) for w in weights] or before["n_proxies"] != n_proxies:
         _log_outputs(tracker, history, result, _names(spark, lake, pool))
     row = {"search_id": sid, "method": method, "weights": [float(w) for w in weights],
            "prior": [float(p) for p in prior], "predicted_score": predicted, "best_observed_score": best_observed,
-           "n_proxies": len(history), "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
+           "n_proxies": n_proxies, "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
            "mlflow_run_id": tracker.run_id,
            "config": json.dumps({"search": dataclasses.asdict(cfg.search), "proxy": dataclasses.asdict(cfg.proxy),
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
@@ -139,7 +152,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     merge_upsert(spark, table, spark.createDataFrame([row], MIXTURES.schema),
                  MIXTURES.key, replace_when="t.weights <> s.weights")
     tracker.finish()
-    return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, len(history),
+    return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, n_proxies,
                         tracker.run_id, result.chosen_from, result.warnings)
 
 

@@ -37,7 +37,7 @@ def test_every_shipped_profile_is_valid(profile):
     ("lakehouse.schema=climb; DROP TABLE x", "lakehouse.schema: 'climb; DROP TABLE x' is not a valid identifier"),
     ("spark.jar_poms=conf/jars/pom.xml", "spark.jar_poms: expected a list"),
     ("embed.batch_size.x=1", "embed.batch_size: is not a section"),
-    ("compare.methods=[climb, doremi]", "compare.methods[1]: must be one of climb, climb-paper, regmix, random, uniform, token-prop"),
+    ("compare.methods=[climb, doremi-v2]", "compare.methods[1]: must be one of climb, climb-paper, regmix, doremi, random, uniform, token-prop"),
     ("search.budget=8", "search.budget: expected a list"),
 ])
 def test_bad_values_name_the_key(override, message):
@@ -100,6 +100,8 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
     (["search.min_cv_spearman=2"], "search.min_cv_spearman: a Spearman correlation in [-1, 1]"),
     (["search.final=best"], "search.final: must be one of robust, argmax, top-mean"),
     (["proxy.kind=command"], "proxy.command: required with proxy.kind=command"),
+    (["search.method=doremi", "proxy.kind=command", "proxy.command=[echo]"],
+     "search.method: doremi trains the built-in proxy (proxy.kind=torch)"),
     (["target.kind=file"], "target.path: required with target.kind=file"),
     (["proxy.d_model=30", "proxy.n_heads=4"], "proxy.d_model: must be a multiple of proxy.n_heads"),
     (["target.holdout_fraction=1.5"], "target.holdout_fraction: must be between 0 and 1"),

@@ -106,7 +106,8 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
         out["compare"] = {r.method: r.asDict() for r in spark.sql("SELECT * FROM climb.comparisons").collect()}
     """)
     mixtures = out["mixtures"]
-    assert set(mixtures) == {"climb", "climb-paper", "regmix", "random", "uniform", "token-prop"}
+    assert set(mixtures) == {"climb", "climb-paper", "regmix", "doremi", "random", "uniform", "token-prop"}
+    assert mixtures["doremi"]["n_proxies"] == 2 and mixtures["doremi"]["weights"] != mixtures["climb"]["prior"]
     m = len(mixtures["climb"]["prior"])
     for method, row in mixtures.items():
         assert len(row["weights"]) == m and abs(sum(row["weights"]) - 1) < 1e-6, method

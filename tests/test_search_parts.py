@@ -88,6 +88,18 @@ def test_proxy_is_deterministic_and_prefers_the_matching_domain():
         proxy_lm.train(pools, {0: 0.0}, target, 64, TINY, seed=7)
 
 
+def test_doremi_moves_weight_off_a_domain_with_no_excess_loss_and_is_reproducible():
+    """Domain 0 is random tokens: the reference cannot learn it either, so the DRO proxy's excess
+    loss there stays ~0 and DoReMi moves the weight to the learnable domain 1."""
+    pools, _ = _pools()
+    result = proxy_lm.doremi(pools, {0: 0.5, 1: 0.5}, 64, TINY, seed=3)
+    assert sum(result.weights.values()) == pytest.approx(1.0)
+    assert result.weights[1] > 0.6 > result.weights[0] >= 1e-3 / 2  # smoothed with uniform, never 0
+    assert len(result.weight_curve) == TINY.steps // TINY.log_every and len(result.reference_curve) == 4
+    assert result.tokens_trained == 2 * TINY.steps * TINY.batch_size * TINY.seq_len
+    assert proxy_lm.doremi(pools, {0: 0.5, 1: 0.5}, 64, TINY, seed=3).weights == result.weights
+
+
 def test_choice_scoring_picks_the_likelier_continuation():
     pools, _ = _pools()
     cfg = TINY.__class__(**{**TINY.__dict__, "steps": 80})
