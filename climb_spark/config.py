@@ -226,6 +226,11 @@ class ProxyConfig:
     grad_clip: float = 1.0
     # Every proxy of a search uses this seed, for the initial weights and the data order.
     seed: int = 42
+    # scratch: every proxy starts from random weights. base: a base model is trained once per
+    # pool on the prior (base_steps; 0 = steps) and every proxy continues from it on its mixture
+    # for `steps` with the learning rate decaying linearly to 0, as the paper's proxies do.
+    init: str = field(default="scratch", metadata=_choice("scratch", "base"))
+    base_steps: int = 0
     log_every: int = 10
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
 

@@ -10,6 +10,7 @@ import json
 import subprocess
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -51,12 +52,13 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
         return run_command(proxy.command, spec, pool, weights)
     pools = read_pools(pool, proxy, weights)
     device = task_device(proxy)
+    base = read_bytes(base_path(pool, proxy)) if proxy.init == "base" else None
     if pool.target_kind == "choices":
         result = proxy_lm.train(pools, weights, np.zeros(0), pool.vocab_size, proxy, spec.seed, device, threads,
-                                choices=token_pools.read_choices(pool.target_path))
+                                choices=token_pools.read_choices(pool.target_path), base=base)
     else:
         result = proxy_lm.train(pools, weights, token_pools.read_tokens(pool.target_path, target.max_tokens),
-                                pool.vocab_size, proxy, spec.seed, device, threads)
+                                pool.vocab_size, proxy, spec.seed, device, threads, base=base)
     return dataclasses.asdict(result)
 
 
@@ -64,6 +66,59 @@ def read_pools(pool: Pool, proxy: ProxyConfig, weights: dict[int, float]) -> dic
     """At most one proxy's worth of tokens from each super-cluster with a positive weight."""
     budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
     return {sc: token_pools.read_tokens(pool.train_path(sc), budget) for sc in weights}
+
+
+def base_path(pool: Pool, proxy: ProxyConfig) -> str:
+    """Where the pool keeps the base checkpoint of these proxy settings (`proxy.init=base`)."""
+    settings = {k: v for k, v in dataclasses.asdict(proxy).items()
+                if k not in ("init", "steps", "warmup_steps", "schedule", "log_every", "device", "command", "kind")}
+    settings["steps"] = proxy.base_steps or proxy.steps
+    settings.update(warmup_steps=proxy.warmup_steps, schedule=proxy.schedule)
+    return f"{pool.root}/base/{content_id(settings, 12)}.pt"
+
+
+def _fs(path: str):
+    import os
+
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+
+
+def read_bytes(path: str) -> bytes:
+    fs, where = _fs(path)
+    with fs.open_input_stream(where) as f:
+        return f.read()
+
+
+def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callable[[str], None] = print) -> str:
+    """The base checkpoint, trained once per pool and settings in a Spark task. It is written to a
+    temporary name and moved into place, so a killed job never leaves half a checkpoint."""
+    import pyarrow.fs as pafs
+
+    path = base_path(pool, proxy)
+    fs, where = _fs(path)
+    if fs.get_file_info(where).type == pafs.FileType.File:
+        return path
+    log(f"proxy base {path}: training on the prior for {proxy.base_steps or proxy.steps} steps")
+    prior = {sc: float(p) for sc, p in zip(pool.super_cluster_ids, pool.prior) if p > 0}
+
+    def work(threads: int) -> dict:
+        started = time.perf_counter()
+        tokens = read_pools(pool, dataclasses.replace(proxy, steps=proxy.base_steps or proxy.steps), prior)
+        state = proxy_lm.base_checkpoint(tokens, prior, pool.vocab_size, proxy, proxy.seed, task_device(proxy),
+                                         threads)
+        task_fs, task_where = _fs(path)
+        task_fs.create_dir(task_where.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{task_where}.{uuid.uuid4().hex}.tmp"
+        with task_fs.open_output_stream(tmp) as f:
+            f.write(state)
+        task_fs.move(tmp, task_where)
+        return {"seconds": time.perf_counter() - started}
+
+    done = run_in_one_task(spark, work, f"proxy base {pool.pool_id}")
+    log(f"proxy base {path}: done in {done['seconds']:.1f}s")
+    return path
 
 
 def task_device(proxy: ProxyConfig) -> str:
@@ -140,6 +195,8 @@ class ProxyRunner:
         todo = [(s, k) for s, k in zip(specs, keys) if k not in done]
         if len(todo) < len(specs):
             self.log(f"{label}: reusing {len(specs) - len(todo)} finished proxies, training {len(todo)}")
+        if todo and self.proxy.kind == "torch" and self.proxy.init == "base":
+            ensure_base(self.spark, self.pool, self.proxy, self.log)
         started, times = time.monotonic(), []
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             futures = {pool.submit(self._train, s, k): (s, k) for s, k in todo}

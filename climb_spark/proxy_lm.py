@@ -7,6 +7,7 @@ initial weights and the same data order (the seed), so scores differ only by the
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -86,11 +87,12 @@ def target_windows(target: np.ndarray, seq_len: int) -> np.ndarray:
 
 def train(pools: dict[int, np.ndarray], weights: dict[int, float], target: np.ndarray, vocab: int,
           cfg: ProxyConfig, seed: int, device: str = "cpu", threads: int = 1,
-          choices: list | None = None) -> ProxyResult:
+          choices: list | None = None, base: bytes | None = None) -> ProxyResult:
     """Train on the mixture; score = -(target loss), or choice accuracy when `choices` is given
-    (items of (context tokens, [choice tokens], label))."""
+    (items of (context tokens, [choice tokens], label)). With a `base` checkpoint the proxy
+    continues from it, its learning rate decaying linearly to 0 (the paper's decay stage)."""
     started = time.perf_counter()
-    model, curve = fit(pools, weights, vocab, cfg, seed, device, threads)
+    model, curve = fit(pools, weights, vocab, cfg, seed, device, threads, base)
     tokens = cfg.steps * cfg.batch_size * cfg.seq_len
     if choices is not None:
         return ProxyResult(choice_loglik(model, choices, device), float("nan"), curve, tokens,
@@ -101,17 +103,24 @@ def train(pools: dict[int, np.ndarray], weights: dict[int, float], target: np.nd
     return ProxyResult(-target_loss, target_loss, curve, tokens, time.perf_counter() - started)
 
 
-def _setup(vocab: int, cfg: ProxyConfig, seed: int, device: str, threads: int):
+def _setup(vocab: int, cfg: ProxyConfig, seed: int, device: str, threads: int, base: bytes | None = None):
+    import io
+
     import torch
 
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)
     model = _model(cfg, vocab).to(device)
+    if base is not None:
+        model.load_state_dict(torch.load(io.BytesIO(base), map_location=device))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     rest = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
+    if base is None:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / cfg.steps))
     model.train()
     return model, opt, sched
 
@@ -140,11 +149,12 @@ class _Curve:
 
 
 def fit(pools: dict[int, np.ndarray], weights: dict[int, float], vocab: int, cfg: ProxyConfig, seed: int,
-        device: str = "cpu", threads: int = 1):
-    """The model trained on the mixture, and its training-loss curve."""
+        device: str = "cpu", threads: int = 1, base: bytes | None = None):
+    """The model trained on the mixture (from `base`, a checkpoint, where given), and its
+    training-loss curve."""
     import torch
 
-    model, opt, sched = _setup(vocab, cfg, seed, device, threads)
+    model, opt, sched = _setup(vocab, cfg, seed, device, threads, base)
     data = batches(pools, weights, cfg, np.random.default_rng(seed))
     curve = _Curve(cfg)
     for step in range(cfg.steps):
@@ -153,6 +163,21 @@ def fit(pools: dict[int, np.ndarray], weights: dict[int, float], vocab: int, cfg
         _step(model, opt, sched, loss, cfg)
         curve.add(step, loss.item())
     return model, curve.points
+
+
+def base_checkpoint(pools: dict[int, np.ndarray], prior: dict[int, float], vocab: int, cfg: ProxyConfig,
+                    seed: int, device: str = "cpu", threads: int = 1) -> bytes:
+    """The shared base of `proxy.init=base`: the proxy trained on the prior for base_steps (its
+    own warmup and schedule), as torch.save bytes."""
+    import io
+
+    import torch
+
+    model, _ = fit(pools, prior, vocab, dataclasses.replace(cfg, steps=cfg.base_steps or cfg.steps), seed,
+                   device, threads)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
 
 
 @dataclass

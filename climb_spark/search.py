@@ -66,6 +66,8 @@ def validate(cfg: Config) -> None:
     if not -1 <= s.min_cv_spearman <= 1:
         raise ConfigError(f"search.min_cv_spearman: a Spearman correlation in [-1, 1], got {s.min_cv_spearman}")
     _check_method(s.method, cfg)
+    if cfg.proxy.base_steps < 0:
+        raise ConfigError(f"proxy.base_steps: must not be negative (0 = proxy.steps), got {cfg.proxy.base_steps}")
     if cfg.proxy.kind == "command" and not cfg.proxy.command:
         raise ConfigError("proxy.command: required with proxy.kind=command (an argv list)")
     if cfg.target.kind != "holdout" and not cfg.target.path:

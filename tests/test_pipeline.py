@@ -225,6 +225,25 @@ def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
     assert out["rows"] == [6, 6] and out["runs"] == 6
 
 
+def test_proxies_from_a_shared_base_train_it_once_per_pool(pipeline):
+    sets, _ = pipeline
+    based = {**sets, "proxy.init": "base", "proxy.base_steps": "20", "search.budget": "[3]"}
+    done = climb("search", based, "--method", "random")
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = re.search(r"proxy base (\S+): training on the prior", done.stdout).group(1)
+    assert path.startswith(str(Path(sets["lakehouse.root"]) / "token_pools")) and Path(path).stat().st_size > 0
+    assert not list(Path(path).parent.glob("*.tmp"))  # written under a temporary name, then moved
+    sid = re.search(r"search (random-\w+) \(random\): 3 proxies", done.stdout).group(1)
+    # Other proxy steps, same base settings: the checkpoint is reused, the proxies are new.
+    again = climb("search", {**based, "proxy.steps": "10"}, "--method", "random")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training on the prior" not in again.stdout and re.search(r"random-\w+ iteration 1: proxy 3 done", again.stdout)
+    out = query(sets, f"""
+        out["n"] = spark.sql("SELECT count(*) FROM climb.proxy_results WHERE search_id = '{sid}'").first()[0]
+    """)
+    assert out["n"] == 3
+
+
 def test_climb_beats_the_baselines_on_a_known_optimum(pipeline):
     """With a command proxy whose best mixture is known (all weight on the last super-cluster),
     CLIMB's iterations must get closer to it than uniform and token-proportional weights."""

@@ -100,6 +100,18 @@ def test_doremi_moves_weight_off_a_domain_with_no_excess_loss_and_is_reproducibl
     assert proxy_lm.doremi(pools, {0: 0.5, 1: 0.5}, 64, TINY, seed=3).weights == result.weights
 
 
+def test_proxies_continue_from_a_shared_base_with_a_decaying_learning_rate():
+    pools, target = _pools()
+    base = proxy_lm.base_checkpoint(pools, {0: 0.5, 1: 0.5}, 64, TINY, seed=7)
+    assert base == proxy_lm.base_checkpoint(pools, {0: 0.5, 1: 0.5}, 64, TINY, seed=7)  # reproducible
+    from_base = proxy_lm.train(pools, {1: 1.0}, target, 64, TINY, seed=7, base=base)
+    scratch = proxy_lm.train(pools, {1: 1.0}, target, 64, TINY, seed=7)
+    # The base already knows both domains: its proxy starts far lower and ends at least as low.
+    assert from_base.loss_curve[0] < scratch.loss_curve[0] - 0.5
+    assert from_base.target_loss <= scratch.target_loss
+    assert proxy_lm.train(pools, {1: 1.0}, target, 64, TINY, seed=7, base=base).score == from_base.score
+
+
 def test_choice_scoring_picks_the_likelier_continuation():
     pools, _ = _pools()
     cfg = TINY.__class__(**{**TINY.__dict__, "steps": 80})
