@@ -172,7 +172,7 @@ def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Resul
     tracker.log_params({f"final_w_{i:02d}": round(float(w), 6) for i, w in enumerate(weights)})
     tracker.log_dict({"search_id": tracker.search_id, "weights": [float(w) for w in weights],
                       "prior": [float(p) for p in result.prior], "predicted_score": result.predicted,
-                      "chosen_from": result.chosen_from, "warnings": result.warnings,
+                      "chosen_from": result.chosen_from, "warnings": result.warnings, "names": names,
                       "predictor": result.diagnostics}, "final_mixture.json")
     if history:
         tracker.log_dict({"pairs": [{k: r[k] for k in ("iteration", "proxy_index", "weights", "score", "target_loss")}

@@ -145,6 +145,7 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert parent.data.tags["climb.final_from"] == final["chosen_from"] in ("predictor", "observed")
     assert (parent.data.tags["climb.warnings"] == "none") == (not final["warnings"])
     assert len(final["predictor"]) == 3  # the fit diagnostics of every iteration
+    assert len(final["names"]) == m and all(re.fullmatch(r"\d+: \S.*", n) for n in final["names"])  # id: top terms
     compare_run = client.get_run(out["compare"]["climb"]["mlflow_run_id"])
     assert "figures/comparison.png" in {a.path for a in client.list_artifacts(compare_run.info.run_id, "figures")}
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
