@@ -52,7 +52,7 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
         return run_command(proxy.command, spec, pool, weights)
     pools = read_pools(pool, proxy, weights)
     device = task_device(proxy)
-    base = read_bytes(base_path(pool, proxy)) if proxy.init == "base" else None
+    base = read_base(base_path(pool, proxy)) if proxy.init == "base" else None
     if pool.target_kind == "choices":
         result = proxy_lm.train(pools, weights, np.zeros(0), pool.vocab_size, proxy, spec.seed, device, threads,
                                 choices=token_pools.read_choices(pool.target_path), base=base)
@@ -85,10 +85,17 @@ def _fs(path: str):
     return pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
 
 
-def read_bytes(path: str) -> bytes:
-    fs, where = _fs(path)
-    with fs.open_input_stream(where) as f:
-        return f.read()
+_BASES: dict[str, bytes] = {}
+
+
+def read_base(path: str) -> bytes:
+    """The base checkpoint, read once per worker: its name hashes its settings and it is moved
+    into place whole, so the file under a name never changes."""
+    if path not in _BASES:
+        fs, where = _fs(path)
+        with fs.open_input_stream(where) as f:
+            _BASES[path] = f.read()
+    return _BASES[path]
 
 
 def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callable[[str], None] = print) -> str:

@@ -62,9 +62,7 @@ class Result:
 
     @property
     def best_observed_weights(self) -> np.ndarray | None:
-        if not self.history:
-            return None
-        return max(self.history, key=lambda p: p.score).weights
+        return _best(self.history).weights if self.history else None
 
 
 def paper_config(cfg: SearchConfig) -> SearchConfig:
@@ -101,7 +99,7 @@ class _Search:
             return self._result(self.prior.copy())
         if self.method == "random":
             self._batch(mixture.uniform_random(m, sum(s.budget), self.rng), 1)
-            return self._result(self._best_observed(), chosen_from="observed")
+            return self._result(_best(self.history).weights, chosen_from="observed")
         if self.method == "regmix":
             self._batch(mixture.regmix_sample(self.prior, sum(s.budget), self.rng, s), 1)
             fit = self._fit(1, "recipe")
@@ -216,7 +214,7 @@ class _Search:
             return self._predicted(weights, fit)
         if not self._can_rank():
             self._warn("the final mixture is the best observed one, not a prediction")
-            return self._result(self._best_observed(), fit=fit, chosen_from="observed")
+            return self._result(_best(self.history).weights, fit=fit, chosen_from="observed")
         # Observed mixtures compete with candidates; a candidate must beat them on a pessimistic
         # bound, so the choice never rests on an extrapolation that the ensemble disagrees about.
         observed, _ = self._pairs()
@@ -253,14 +251,15 @@ class _Search:
         weights = np.where(weights < self.cfg.min_weight, 0.0, weights)
         return weights / weights.sum()
 
-    def _best_observed(self) -> np.ndarray:
-        return max(self.history, key=lambda p: p.score).weights
-
     def _result(self, weights: np.ndarray, predicted: float | None = None, fit=None,
                 chosen_from: str = "fixed") -> Result:
         best = max((p.score for p in self.history), default=None)
         return Result(self.method, self.prior, np.asarray(weights, dtype=np.float64), predicted, best,
                       self.history, self.diagnostics, self.warnings, chosen_from, fit)
+
+
+def _best(history: list[Pair]) -> Pair:
+    return max(history, key=lambda p: p.score)
 
 
 def _dist(fit, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
