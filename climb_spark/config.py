@@ -15,11 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from climb_spark.errors import ConfigError  # re-exported: config.ConfigError is public
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line naming the key."""
 
 
 def _choice(*values: str) -> dict:
@@ -471,3 +469,35 @@ def check_input_exists(key: str, path: str) -> None:
             raise ConfigError(f"{key}: no files match {path}")
     elif not Path(local).exists():
         raise ConfigError(f"{key}: no such path: {path}")
+
+
+def check_search(cfg: Config) -> None:
+    """The search, proxy and target settings together: what search, compare and export agree on."""
+    s = cfg.search
+    if not s.budget or any(b < 1 for b in s.budget):
+        raise ConfigError(f"search.budget: needs one or more positive batch sizes, got {s.budget}")
+    if sum(s.budget) < 2 and s.method in ("climb", "climb-paper", "regmix"):
+        raise ConfigError("search.budget: the predictor needs at least 2 proxies")
+    if s.folds < 2:
+        raise ConfigError(f"search.folds: needs at least 2 folds, got {s.folds}")
+    if s.kappa < 0 or s.min_distance < 0:
+        raise ConfigError("search.kappa and search.min_distance: must not be negative")
+    if not -1 <= s.min_cv_spearman <= 1:
+        raise ConfigError(f"search.min_cv_spearman: a Spearman correlation in [-1, 1], got {s.min_cv_spearman}")
+    check_method(s.method, cfg)
+    if cfg.proxy.base_steps < 0:
+        raise ConfigError(f"proxy.base_steps: must not be negative (0 = proxy.steps), got {cfg.proxy.base_steps}")
+    if cfg.proxy.kind == "command" and not cfg.proxy.command:
+        raise ConfigError("proxy.command: required with proxy.kind=command (an argv list)")
+    if cfg.target.kind != "holdout" and not cfg.target.path:
+        raise ConfigError(f"target.path: required with target.kind={cfg.target.kind}")
+    if cfg.proxy.d_model % max(cfg.proxy.n_heads, 1):
+        raise ConfigError("proxy.d_model: must be a multiple of proxy.n_heads")
+    if not 0 < cfg.target.holdout_fraction < 1:
+        raise ConfigError("target.holdout_fraction: must be between 0 and 1")
+
+
+def check_method(method: str, cfg: Config) -> None:
+    if method == "doremi" and cfg.proxy.kind != "torch":
+        raise ConfigError("search.method: doremi trains the built-in proxy (proxy.kind=torch); "
+                          "with a command proxy, leave it out of compare.methods")

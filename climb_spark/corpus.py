@@ -21,7 +21,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .config import ConfigError, CorpusConfig
+from climb_spark.config import Config, CorpusConfig, is_local_path
+from climb_spark.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -302,3 +303,9 @@ def _quotas(available: dict[str, int], total: int) -> dict[str, int]:
             remaining -= take
         left = {k: v for k, v in left.items() if v > 0}
     return quotas
+
+
+def uses_default_corpus(cfg: Config) -> bool:
+    """Whether ingest reads the embedded default corpus, which is built on first use."""
+    return (is_local_path(cfg.ingest.input)
+            and Path(cfg.ingest.input).resolve() == Path(cfg.corpus.output).resolve())

@@ -1,11 +1,45 @@
 """Content-derived ids: the same inputs give the same id, so a re-run finds its own work."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from climb_spark.config import Config
 
 
 def content_id(key: Any, length: int) -> str:
     """The first `length` hex digits of sha256 over `key` as canonical JSON."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def pool_id(cfg: Config, supers: list[dict]) -> str:
+    """The token pool's id: the super-clusters it covers, the target and the tokenizer settings."""
+    key = {"super_clusters": [(s["super_cluster_id"], s["member_clusters"], s["cluster_run_id"]) for s in supers],
+           "target": dataclasses.asdict(cfg.target),
+           "tokenizer": [cfg.proxy.tokenizer, cfg.proxy.vocab_size, cfg.proxy.tokenizer_sample_docs]}
+    if cfg.target.path:  # the file's content, not just its name
+        key["target_file"] = file_digest(cfg.target.path)
+    return content_id(key, 12)
+
+
+def search_id(cfg: Config, pool: str, method: str) -> str:
+    """A search's id: its method, pool and every setting that changes what it trains (not how
+    many proxies run at once)."""
+    if cfg.search.search_id:
+        return cfg.search.search_id if method == cfg.search.method else f"{cfg.search.search_id}-{method}"
+    settings = dataclasses.asdict(cfg.search)
+    for k in ("search_id", "method", "parallelism"):
+        settings.pop(k)
+    key = {"method": method, "pool": pool, "search": settings, "proxy": dataclasses.asdict(cfg.proxy)}
+    return f"{method}-" + content_id(key, 10)
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path.removeprefix("file://"), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

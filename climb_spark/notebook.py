@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from .config import Config, load
+from climb_spark.config import Config, load
 
 
 def open_lakehouse(environ: Mapping[str, str] = os.environ, start: bool = True):
@@ -21,6 +21,6 @@ def open_lakehouse(environ: Mapping[str, str] = os.environ, start: bool = True):
     cfg: Config = load(profiles, overrides)
     if not start:
         return cfg, None
-    from .session import build_session
+    from climb_spark.lakehouse.session import build_session
 
     return cfg, build_session(cfg)

@@ -1,54 +1,97 @@
-"""The stages in pipeline order, and the checks each needs before Spark starts."""
+"""The stages in pipeline order, the checks that run before any of them writes, and the graph of
+tables between them (`climb-spark stages`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Sequence
 
 from pyspark.sql import SparkSession
 
-from . import (annotate, cluster, compare, corpus, export, features, ingest, prune, search, tracking,
-               train_quality)
-from .config import Config, ConfigError, check_input_exists, is_local_path
-from .quality import CRITERIA, model_path
+from climb_spark import corpus
+from climb_spark.config import Config
+from climb_spark.errors import PreconditionError
+from climb_spark.lakehouse.tables import Lakehouse, TableSpec
+from climb_spark.stages.cluster import stage as cluster
+from climb_spark.stages.contract import Data, Files, Stage
+from climb_spark.stages.embed import stage as embed
+from climb_spark.stages.export import stage as export
+from climb_spark.stages.ingest import stage as ingest
+from climb_spark.stages.prune import stage as prune
+from climb_spark.stages.quality import annotate, train
+from climb_spark.stages.search import compare
+from climb_spark.stages.search import stage as search
 
-# name -> run(spark, cfg) -> report with .summary(), in pipeline order; `climb-spark run` runs
-# them all.
-STAGES: dict[str, Callable[[SparkSession, Config], Any]] = {
-    "ingest": ingest.run,
-    "annotate": annotate.run,
-    "train-quality": train_quality.run,
-    "embed": features.run,
-    "cluster": cluster.run,
-    "prune": prune.run,
-    "search": search.run,
-    "compare": compare.run,
-    "export": export.run,
-}
-
-
-def uses_default_corpus(cfg: Config) -> bool:
-    return (is_local_path(cfg.ingest.input)
-            and Path(cfg.ingest.input).resolve() == Path(cfg.corpus.output).resolve())
+PIPELINE: tuple[Stage, ...] = (ingest.STAGE, annotate.STAGE, train.STAGE, embed.STAGE, cluster.STAGE,
+                               prune.STAGE, search.STAGE, compare.STAGE, export.STAGE)
+# By name, in pipeline order: `climb-spark NAME` runs one, `climb-spark run` runs them all.
+STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
 
 
-def preflight(cfg: Config, stages: list[str], build_corpus: bool) -> None:
+def select(command: str) -> list[Stage]:
+    return list(PIPELINE) if command == "run" else [STAGES[command]] if command in STAGES else []
+
+
+def writer_of(data: Data) -> Stage | None:
+    return next((s for s in PIPELINE if data in s.writes), None)
+
+
+def missing_inputs(stages: Sequence[Stage], exists: Callable[[Data], bool], cfg: Config | None = None) -> list[str]:
+    """For each input no earlier stage of this run writes and `exists` does not find, what to run."""
+    problems, written = [], set()
+    for stage in stages:
+        for data in stage.reads:
+            if data.name not in written and not exists(data):
+                source = writer_of(data)
+                todo = f"run `climb-spark {source.name}` first" if source else "nothing in the pipeline writes it"
+                problems.append(f"{stage.name} reads {_where(data, cfg)}, which does not exist yet: {todo}")
+        written |= {d.name for d in stage.writes}
+    return problems
+
+
+def check(cfg: Config, stages: Sequence[Stage]) -> None:
     """Everything checkable without Spark, so a bad run fails before it writes anything."""
-    if "ingest" in stages and not (build_corpus and uses_default_corpus(cfg)):
-        check_input_exists("ingest.input", cfg.ingest.input)
-    if "annotate" in stages and cfg.annotate.teacher == "llm" and not (cfg.annotate.base_url and cfg.annotate.model):
-        raise ConfigError("annotate.base_url and annotate.model are required with annotate.teacher=llm")
-    if {"search", "compare", "export"} & set(stages):
-        search.validate(cfg)
-    if {"train-quality", "search", "compare"} & set(stages):
-        tracking.check_reachable(cfg.mlflow)
-    if "embed" in stages and "train-quality" not in stages:
-        missing = [c for c in CRITERIA if not model_path(cfg.quality.model_dir, c).is_file()]
-        if missing:
-            raise ConfigError(f"quality.model_dir: no fastText model for {', '.join(missing)} in "
-                              f"{cfg.quality.model_dir}; run `climb-spark train-quality` first")
+    for stage in stages:
+        stage.check(cfg)
+    _require(missing_inputs(stages, lambda d: not isinstance(d, Files) or d.exists(cfg), cfg))
 
 
-def prepare_inputs(cfg: Config, log: Callable[[str], None]) -> None:
-    """The first run on the embedded default builds its corpus."""
-    if uses_default_corpus(cfg) and not any(Path(cfg.corpus.output).glob("*.jsonl")):
+def check_tables(spark: SparkSession, cfg: Config, stages: Sequence[Stage]) -> None:
+    """The tables the stages read exist (or an earlier stage of this run writes them)."""
+    lake = Lakehouse(cfg.lakehouse)
+    _require(missing_inputs(stages, lambda d: not isinstance(d, TableSpec)
+                            or lake.exists(spark, d)))
+
+
+def _require(problems: list[str]) -> None:
+    if problems:
+        raise PreconditionError("; ".join(problems))
+
+
+def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], None]) -> None:
+    """Ingest on the embedded default builds its corpus on first use."""
+    if ingest.STAGE in stages and corpus.uses_default_corpus(cfg) and not any(Path(cfg.corpus.output).glob("*.jsonl")):
         log(corpus.build(cfg.corpus).summary())
+
+
+def _where(data: Data, cfg: Config | None) -> str:
+    return f"{data.name} in {data.location(cfg)}" if isinstance(data, Files) and cfg is not None else data.name
+
+
+def describe(cfg: Config | None = None, fmt: str = "text") -> str:
+    """The stages and the tables between them: a table for the terminal or a Mermaid flowchart."""
+    if fmt == "mermaid":
+        lines = ["flowchart LR"]
+        for s in PIPELINE:
+            node = s.name.replace("-", "_")
+            lines.append(f"  {node}[[{s.name}]]")
+            lines += [f"  {d.name.replace(' ', '_')}[({d.name})] --> {node}" for d in s.reads]
+            lines += [f"  {node} --> {d.name.replace(' ', '_')}[({d.name})]" for d in s.writes]
+        return "\n".join(lines)
+    def where(d: Data) -> str:
+        return _where(d, cfg)
+
+    rows = [(s.name, ", ".join(map(where, s.reads)) or "-", ", ".join(map(where, s.writes)), s.about)
+            for s in PIPELINE]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {about}\n{'':<{width}}  reads  {reads}\n{'':<{width}}  writes {writes}"
+                     for name, reads, writes, about in rows)

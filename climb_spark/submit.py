@@ -6,10 +6,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import Config, ConfigError
-from .jars import list_jars
-from .pipeline import STAGES
-from .session import spark_conf
+from climb_spark.config import Config
+from climb_spark.errors import ConfigError
+from climb_spark.lakehouse.jars import list_jars
+from climb_spark.lakehouse.session import spark_conf
+from climb_spark.pipeline import STAGES
 
 JOBS = ("pipeline", *STAGES)
 # The profile's own settings that spark-submit takes as options, not as --conf.

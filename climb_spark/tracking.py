@@ -5,7 +5,8 @@ import math
 import time
 from pathlib import Path
 
-from .config import ConfigError, MlflowConfig, is_local_path
+from climb_spark.config import MlflowConfig, is_local_path
+from climb_spark.errors import ConfigError
 
 
 def check_reachable(cfg: MlflowConfig, timeout_s: float = 10.0) -> None:

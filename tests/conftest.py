@@ -5,6 +5,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from climb_spark.config import Config, load
@@ -29,6 +30,15 @@ SEARCH = {
 }
 
 
+def blobs(seed=0, n=300, d=16, k=3):
+    """k well-separated Gaussian blobs: points and their blob labels."""
+    rng = np.random.RandomState(seed)
+    centers = rng.randn(k, d) * 4
+    labels = np.repeat(np.arange(k), n // k)
+    x = (centers[labels] + rng.randn(len(labels), d)).astype(np.float32)
+    return x, labels
+
+
 def cli_args(sets: dict) -> list[str]:
     return ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
@@ -43,7 +53,7 @@ def query(sets: dict, code: str) -> dict:
     script = textwrap.dedent("""
         import json, sys
         from climb_spark.config import load
-        from climb_spark.session import build_session
+        from climb_spark.lakehouse.session import build_session
         cfg = load(["conf/local.yaml"], sys.argv[1:])
         spark = build_session(cfg)
         out = {}
@@ -83,7 +93,7 @@ def spark_cfg(tmp_path_factory) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(spark_cfg):
-    from climb_spark.session import build_session
+    from climb_spark.lakehouse.session import build_session
 
     session = build_session(spark_cfg)
     yield session

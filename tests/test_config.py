@@ -4,8 +4,7 @@ import sys
 import pytest
 
 from climb_spark.config import ConfigError, load
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 LOCAL = ROOT / "conf" / "local.yaml"
 
@@ -86,10 +85,10 @@ def test_cli_missing_jars_is_a_config_error(tmp_path):
 def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
     done = _cli("embed", "--conf", str(LOCAL), "--set", f"quality.model_dir={tmp_path}/none",
                 "--set", f"lakehouse.root={tmp_path}/lake")
-    assert done.returncode == 2
+    assert done.returncode == 3  # a precondition, not a setting: the models are not trained yet
     assert done.stderr.strip() == (
-        f"climb-spark: config error: quality.model_dir: no fastText model for quality, advertisement, "
-        f"informational_value, educational_value in {tmp_path}/none; run `climb-spark train-quality` first")
+        f"climb-spark: precondition: embed reads quality models in {tmp_path}/none, which does not exist yet: "
+        "run `climb-spark train-quality` first")
     assert not (tmp_path / "lake").exists()
 
 

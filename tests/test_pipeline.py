@@ -12,11 +12,48 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, SEARCH, cli_args, climb, query
+from climb_spark import pipeline as pipeline_
+from climb_spark.lakehouse import tables
+from tests.conftest import ROOT, SEARCH, cli_args, climb, query
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Kept after the run for a person to look at (CI keeps the folder as an artifact).
 SCREENSHOTS = ROOT / "test-artifacts"
+
+
+def test_every_stage_reads_what_an_earlier_stage_writes_and_every_table_has_a_writer():
+    assert pipeline_.missing_inputs(pipeline_.PIPELINE, exists=lambda data: False) == []
+    specs = {v.name for v in vars(tables).values() if isinstance(v, tables.TableSpec)}
+    written = {d.name for s in pipeline_.PIPELINE for d in s.writes}
+    assert specs <= written, specs - written
+    assert list(pipeline_.STAGES) == [s.name for s in pipeline_.PIPELINE]  # names are unique
+
+
+def test_a_stage_alone_names_the_stage_to_run_first():
+    only = [pipeline_.STAGES["export"]]
+    assert pipeline_.missing_inputs(only, exists=lambda data: data.name != "mixtures") == [
+        "export reads mixtures, which does not exist yet: run `climb-spark search` first"]
+    # Within one run, a table written by an earlier stage needs not exist yet.
+    assert pipeline_.missing_inputs([pipeline_.STAGES["cluster"], pipeline_.STAGES["prune"]],
+                                    exists=lambda data: data.name != "doc_clusters" and data.name != "centroids") == []
+
+
+def test_cli_prints_the_stage_graph_and_refuses_a_stage_without_its_inputs(tmp_path):
+    text = climb("stages", {})
+    assert text.returncode == 0 and all(name in text.stdout for name in pipeline_.STAGES)
+    assert "reads  documents, quality models in" in text.stdout
+    mermaid = climb("stages", {}, "--format", "mermaid").stdout.splitlines()
+    assert mermaid[0] == "flowchart LR" and "  mixtures[(mixtures)] --> export" in mermaid
+
+    sets = {"spark.master": "local[1]", "lakehouse.root": str(tmp_path / "lake"),
+            "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    done = climb("export", sets)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "climb-spark: precondition: export reads super_clusters, which does not exist yet: "
+        "run `climb-spark prune` first")
+    assert not list((tmp_path / "lake").rglob("_delta_log"))  # the check ran before anything was written
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
@@ -54,7 +91,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
     query = textwrap.dedent("""
         import json, sys
         from climb_spark.config import load
-        from climb_spark.session import build_session
+        from climb_spark.lakehouse.session import build_session
         cfg = load(["conf/local.yaml"], sys.argv[1:])
         spark = build_session(cfg)
         out = {
@@ -165,9 +202,9 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     assert manifest["token_budget"] == budget and manifest["sources"]["documents"] >= 0
     out = query(sets, f"""
         from pyspark.sql import functions as F
-        from climb_spark import token_pools
-        from climb_spark.prune import token_count
-        docs = (token_pools.kept_documents(spark, cfg).where(~token_pools.target_filter(cfg))
+        from climb_spark.curated import kept_documents, target_filter
+        from climb_spark.lakehouse.tables import token_count
+        docs = (kept_documents(spark, cfg).where(~target_filter(cfg))
                 .withColumn("t", token_count("text")))
         out["sq"] = {{r[0]: r[1] for r in docs.groupBy("super_cluster_id").agg(F.sum(F.col("t") * F.col("t"))).collect()}}
         mix = spark.table("climb.training_mix").where(F.col("export_id") == "{export_id}")
@@ -175,7 +212,7 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
         out["dup_keys"] = mix.groupBy("doc_id", "copy").count().where("count > 1").count()
         out["shards"] = spark.read.parquet("{path}/data").count()
         out["rows"] = mix.count()
-        out["target_docs"] = mix.join(token_pools.kept_documents(spark, cfg).where(token_pools.target_filter(cfg)),
+        out["target_docs"] = mix.join(kept_documents(spark, cfg).where(target_filter(cfg)),
                                       "doc_id").count()
     """)
     assert out["dup_keys"] == 0 and out["shards"] == out["rows"] == manifest["total_docs"]
@@ -308,7 +345,7 @@ def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from .standalone_cluster import BIN, free_port, stop, wait_for_http
+    from tests.standalone_cluster import BIN, free_port, stop, wait_for_http
 
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), \
         "Debian's chromium and chromium-driver are needed (install.sh installs them as root)"

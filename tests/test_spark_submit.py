@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from .conftest import ROOT, SEARCH, query
-from .standalone_cluster import StandaloneCluster, failed_tasks, free_port, spark_env, spark_jobs, stop
+from tests.conftest import ROOT, SEARCH, query
+from tests.standalone_cluster import StandaloneCluster, failed_tasks, free_port, spark_env, spark_jobs, stop
 
 
 @pytest.fixture(scope="module")
@@ -163,20 +163,23 @@ def test_pipeline_on_a_standalone_cluster_survives_driver_and_worker_loss(cluste
     out = query(lake, """
         import numpy as np
         from pyspark.sql import functions as F
-        from climb_spark import embedding, quality, token_pools
-        from climb_spark.proxies import ProxySpec, train_in_task
+        from climb_spark.stages.embed import encoder
+        from climb_spark.rubric import CRITERIA
+        from climb_spark.stages.quality import classifiers
+        from climb_spark.proxy import pools
+        from climb_spark.proxy.runner import ProxySpec, train_in_task
         docs = spark.sql("SELECT count(*) n, count(DISTINCT doc_id) d FROM climb.documents").first()
         out["documents"] = [docs.n, docs.d]
         rows = spark.sql("SELECT d.text, f.* FROM climb.documents d "
                          "JOIN climb.doc_features f USING (doc_id)").toPandas()
         out["features"] = [spark.table("climb.doc_features").count(), int(rows.doc_id.nunique())]
-        encoder = embedding.load_encoder(embedding.resolve_model(cfg.embed.model), "cpu",
+        model = encoder.load_encoder(encoder.resolve_model(cfg.embed.model), "cpu",
                                          cfg.embed.max_seq_length, False)
-        vectors = embedding.encode(encoder, rows.text.tolist(), cfg.embed.batch_size, cfg.embed.normalize)
+        vectors = encoder.encode(model, rows.text.tolist(), cfg.embed.batch_size, cfg.embed.normalize)
         out["embedding_diff"] = float(np.abs(np.stack(rows.embedding) - vectors).max())
-        scores = quality.score_all(quality.load_models(cfg.quality.model_dir), rows.text.tolist())
-        out["score_diff"] = max(float(np.abs(rows[c].to_numpy() - scores[c]).max()) for c in quality.CRITERIA)
-        pool = token_pools.ensure(spark, cfg)
+        scores = classifiers.score_all(classifiers.load_models(cfg.quality.model_dir), rows.text.tolist())
+        out["score_diff"] = max(float(np.abs(rows[c].to_numpy() - scores[c]).max()) for c in CRITERIA)
+        pool = pools.ensure(spark, cfg)
         results = spark.table("climb.proxy_results").where(F.col("method") == "climb").collect()
         out["proxies"] = [len(results), len({r.proxy_key for r in results})]
         out["proxy_diff"] = max(abs(train_in_task(

@@ -1,0 +1,321 @@
+"""Every table climb-spark writes: its name, schema and key, in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from climb_spark.config import LakehouseConfig
+from climb_spark.rubric import CRITERIA
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    key: tuple[str, ...]
+    comment: str
+
+
+DOCUMENTS = TableSpec(
+    "documents",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False, {"comment": "sha256/128 of the normalized text"}),
+        T.StructField("text", T.StringType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("metadata", T.StringType(), True, {"comment": "the record's other fields, JSON"}),
+        T.StructField("n_chars", T.IntegerType(), False),
+        T.StructField("n_words", T.IntegerType(), False),
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False, {"comment": "1-based line, paragraph start or row"}),
+        T.StructField("offset", T.LongType(), True, {"comment": "byte offset in the (decompressed) file"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id",),
+    comment="One row per distinct normalized text; first occurrence wins.",
+)
+
+REJECTS = TableSpec(
+    "rejects",
+    T.StructType([
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False),
+        T.StructField("offset", T.LongType(), True),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("raw", T.StringType(), True, {"comment": "the start of the offending record"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("file", "line"),
+    comment="Input records that did not become documents, with the reason.",
+)
+
+DUPLICATES = TableSpec(
+    "duplicates",
+    T.StructType([
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line", T.LongType(), False),
+        T.StructField("offset", T.LongType(), True),
+        T.StructField("doc_id", T.StringType(), False, {"comment": "the document this record repeats"}),
+        T.StructField("ingest_run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]),
+    key=("file", "line"),
+    comment="Input records whose normalized text is already a document.",
+)
+
+DOC_FEATURES = TableSpec(
+    "doc_features",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType(), False), False),
+        T.StructField("quality", T.FloatType(), False, {"comment": "expected rubric score, 0-5"}),
+        T.StructField("advertisement", T.FloatType(), False, {"comment": "0-5, higher = fewer ads"}),
+        T.StructField("informational_value", T.FloatType(), False),
+        T.StructField("educational_value", T.FloatType(), False),
+        T.StructField("embedding_model", T.StringType(), False, {"comment": "name==version"}),
+        T.StructField("quality_model", T.StringType(), False, {"comment": "hash of the fastText files"}),
+        T.StructField("features_run_id", T.StringType(), False),
+        T.StructField("computed_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id",),
+    comment="Sentence embedding and fastText quality scores per document.",
+)
+
+
+class Lakehouse:
+    """Resolves table specs to catalog identifiers and creates what is missing."""
+
+    def __init__(self, cfg: LakehouseConfig):
+        self.cfg = cfg
+
+    @property
+    def schema_name(self) -> str:
+        parts = [self.cfg.catalog, self.cfg.schema] if self.cfg.catalog else [self.cfg.schema]
+        return ".".join(f"`{p}`" for p in parts)
+
+    def name(self, spec: TableSpec) -> str:
+        # Identifiers are validated in config; backticks keep reserved words usable.
+        return f"{self.schema_name}.`{spec.name}`"
+
+    def exists(self, spark: SparkSession, spec: TableSpec) -> bool:
+        return spark.catalog.tableExists(self.name(spec).replace("`", ""))
+
+    def ensure(self, spark: SparkSession, spec: TableSpec) -> str:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}")
+        name = self.name(spec)
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {name} ({_ddl(spec.schema)}) USING DELTA "
+            f"COMMENT '{spec.comment.replace(chr(39), '')}'"
+        )
+        return name
+
+    def table(self, spark: SparkSession, spec: TableSpec) -> DataFrame:
+        return spark.table(self.name(spec))
+
+
+def _ddl(schema: T.StructType) -> str:
+    cols = []
+    for f in schema.fields:
+        col = f"`{f.name}` {f.dataType.simpleString()}"
+        if not f.nullable:
+            col += " NOT NULL"
+        if "comment" in f.metadata:
+            col += " COMMENT '" + f.metadata["comment"].replace("'", "") + "'"
+        cols.append(col)
+    return ", ".join(cols)
+
+ANNOTATIONS = TableSpec(
+    "annotations",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("teacher", T.StringType(), False, {"comment": "heuristic-v1 or the LLM's model name"}),
+        T.StructField("prompt_version", T.StringType(), False),
+        T.StructField("quality", T.IntegerType(), True),
+        T.StructField("advertisement", T.IntegerType(), True),
+        T.StructField("informational_value", T.IntegerType(), True),
+        T.StructField("educational_value", T.IntegerType(), True),
+        T.StructField("raw_response", T.StringType(), True),
+        T.StructField("error", T.StringType(), True, {"comment": "null when the scores are usable"}),
+        T.StructField("attempts", T.IntegerType(), False),
+        T.StructField("annotate_run_id", T.StringType(), False),
+        T.StructField("annotated_at", T.TimestampType(), False),
+    ]),
+    key=("doc_id", "teacher", "prompt_version"),
+    comment="Teacher scores on the 0-5 rubric, the training data of the quality classifiers.",
+)
+
+DOC_CLUSTERS = TableSpec(
+    "doc_clusters",
+    T.StructType([
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("distance", T.FloatType(), False, {"comment": "1 - cos (cosine) or Euclidean"}),
+        T.StructField("cluster_run_id", T.StringType(), False),
+    ]),
+    key=("doc_id",),
+    comment="Nearest k-means centroid per document.",
+)
+
+CENTROIDS = TableSpec(
+    "centroids",
+    T.StructType([
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("vector", T.ArrayType(T.FloatType(), False), False),
+        T.StructField("cluster_run_id", T.StringType(), False,
+                      {"comment": "hash of the cluster config and the doc_features version fitted on"}),
+    ]),
+    key=("cluster_id",),
+    comment="k-means centroids.",
+)
+
+_SCORE_STATS = [
+    field for c in CRITERIA
+    for field in (T.StructField(f"{c}_mean", T.DoubleType(), True),
+                  T.StructField(f"{c}_quantiles", T.ArrayType(T.DoubleType()), True,
+                                {"comment": "p10, p50, p90"}))
+]
+
+# The unit of `n_tokens` in the cluster tables, of the super-clusters' token shares (the search's
+# prior) and of the export's budget: words and punctuation, independent of any proxy tokenizer.
+TOKEN = r"\w+|[^\w\s]"
+
+
+def token_count(text: str) -> Column:
+    """`n_tokens` of a text column."""
+    return F.size(F.regexp_extract_all(text, F.lit(TOKEN), 0))
+
+
+CLUSTER_STATS = TableSpec(
+    "cluster_stats",
+    T.StructType([
+        T.StructField("cluster_id", T.IntegerType(), False),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False, {"comment": "word and punctuation tokens"}),
+        *_SCORE_STATS,
+        T.StructField("mean_score", T.DoubleType(), True, {"comment": "mean of the four criteria means"}),
+        T.StructField("tier", T.StringType(), False, {"comment": "high / medium / low by mean_score tercile"}),
+        T.StructField("kept", T.BooleanType(), False),
+        T.StructField("rule", T.StringType(), False, {"comment": "why kept or dropped"}),
+        T.StructField("super_cluster_id", T.IntegerType(), True),
+        T.StructField("top_terms", T.ArrayType(T.StringType()), True, {"comment": "by TF-IDF across clusters"}),
+        T.StructField("exemplars", T.ArrayType(T.StringType()), True, {"comment": "doc_ids nearest the centroid"}),
+        T.StructField("cluster_run_id", T.StringType(), False),
+    ]),
+    key=("cluster_id",),
+    comment="One row per k-means cluster: size, quality, pruning decision, super-cluster.",
+)
+
+SUPER_CLUSTERS = TableSpec(
+    "super_clusters",
+    T.StructType([
+        T.StructField("super_cluster_id", T.IntegerType(), False),
+        T.StructField("member_clusters", T.ArrayType(T.IntegerType()), False),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False),
+        T.StructField("token_share", T.DoubleType(), False, {"comment": "the prior p of the mixture search"}),
+        T.StructField("description", T.StringType(), False),
+        T.StructField("cluster_run_id", T.StringType(), False),
+    ]),
+    key=("super_cluster_id",),
+    comment="Kept clusters merged by Ward linkage of their centroids.",
+)
+
+TOKEN_POOLS = TableSpec(
+    "token_pools",
+    T.StructType([
+        T.StructField("pool_id", T.StringType(), False,
+                      {"comment": "hash of the super-clusters, the tokenizer and the target settings"}),
+        T.StructField("split", T.StringType(), False, {"comment": "train (per super-cluster) or target"}),
+        T.StructField("super_cluster_id", T.IntegerType(), False, {"comment": "-1 for the target"}),
+        T.StructField("n_docs", T.LongType(), False),
+        T.StructField("n_tokens", T.LongType(), False, {"comment": "tokenizer tokens, EOS included"}),
+        T.StructField("token_share", T.DoubleType(), True, {"comment": "the search's prior p"}),
+        T.StructField("vocab_size", T.IntegerType(), False),
+        T.StructField("path", T.StringType(), False, {"comment": "parquet shards the proxy tasks read"}),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("pool_id", "split", "super_cluster_id"),
+    comment="Tokenized training pools per super-cluster and the target set of the mixture search.",
+)
+
+PROXY_RESULTS = TableSpec(
+    "proxy_results",
+    T.StructType([
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("proxy_key", T.StringType(), False, {"comment": "hash of pool, proxy settings, seed, weights"}),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("iteration", T.IntegerType(), False, {"comment": "1-based; 0 for compare runs"}),
+        T.StructField("proxy_index", T.IntegerType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False, {"comment": "index = super_cluster_id"}),
+        T.StructField("seed", T.IntegerType(), False),
+        T.StructField("score", T.DoubleType(), False, {"comment": "higher is better: -target loss or accuracy"}),
+        T.StructField("target_loss", T.DoubleType(), True),
+        T.StructField("loss_curve", T.ArrayType(T.DoubleType(), False), True),
+        T.StructField("tokens_trained", T.LongType(), False),
+        T.StructField("seconds", T.DoubleType(), False),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("pool_id", T.StringType(), False),
+        T.StructField("finished_at", T.TimestampType(), False),
+    ]),
+    key=("search_id", "proxy_key"),
+    comment="Every (mixture, proxy score) pair, written as each proxy finishes; a resumed search reuses them.",
+)
+
+MIXTURES = TableSpec(
+    "mixtures",
+    T.StructType([
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False, {"comment": "index = super_cluster_id"}),
+        T.StructField("prior", T.ArrayType(T.DoubleType(), False), False, {"comment": "token shares p"}),
+        T.StructField("predicted_score", T.DoubleType(), True),
+        T.StructField("best_observed_score", T.DoubleType(), True),
+        T.StructField("n_proxies", T.IntegerType(), False),
+        T.StructField("pool_id", T.StringType(), False),
+        T.StructField("cluster_run_id", T.StringType(), False),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("config", T.StringType(), False, {"comment": "search, proxy and target settings, JSON"}),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("search_id",),
+    comment="The final mixture of each search.",
+)
+
+COMPARISONS = TableSpec(
+    "comparisons",
+    T.StructType([
+        T.StructField("compare_id", T.StringType(), False),
+        T.StructField("method", T.StringType(), False),
+        T.StructField("search_id", T.StringType(), False),
+        T.StructField("weights", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("seeds", T.ArrayType(T.IntegerType(), False), False),
+        T.StructField("scores", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("mean_score", T.DoubleType(), False),
+        T.StructField("std_score", T.DoubleType(), False),
+        T.StructField("mean_target_loss", T.DoubleType(), True),
+        T.StructField("std_target_loss", T.DoubleType(), True),
+        T.StructField("mlflow_run_id", T.StringType(), True),
+        T.StructField("created_at", T.TimestampType(), False),
+    ]),
+    key=("compare_id", "method"),
+    comment="Each method's final mixture retrained with the same proxy over several seeds.",
+)
+
+TRAINING_MIX = TableSpec(
+    "training_mix",
+    T.StructType([
+        T.StructField("export_id", T.StringType(), False),
+        T.StructField("doc_id", T.StringType(), False),
+        T.StructField("copy", T.IntegerType(), False, {"comment": "0, or the repetition of a cluster that ran out"}),
+        T.StructField("super_cluster_id", T.IntegerType(), False),
+        T.StructField("source", T.StringType(), False),
+        T.StructField("n_tokens", T.LongType(), False),
+        T.StructField("text", T.StringType(), False),
+    ]),
+    key=("export_id", "doc_id", "copy"),
+    comment="The exported training dataset: documents sampled per super-cluster by the chosen mixture.",
+)

@@ -1,0 +1,239 @@
+"""Proxy training as Spark tasks: one Spark job per proxy, submitted from a driver thread pool,
+so proxies run in parallel across the cluster's slots and each result is kept the moment it
+finishes (a `proxy_results` row and an MLflow child run). A search killed mid-batch loses only
+the proxies that were still running.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from climb_spark.config import ProxyConfig, TargetConfig
+from climb_spark.ids import content_id
+from climb_spark.lakehouse.tables import PROXY_RESULTS
+from climb_spark.lakehouse.tasks import default_parallelism, task_gpu, worker_cached
+from climb_spark.proxy import lm
+from climb_spark.proxy.pools import Pool, read_choices, read_tokens
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    search_id: str
+    method: str
+    iteration: int
+    index: int
+    weights: tuple[float, ...]
+    seed: int
+
+
+def proxy_key(pool_id: str, proxy: ProxyConfig, seed: int, weights) -> str:
+    """Names one proxy training: same pool (target included), settings, seed and mixture = same result."""
+    key = {"pool": pool_id, "proxy": dataclasses.asdict(proxy), "seed": seed,
+           "weights": [round(float(w), 9) for w in weights]}
+    return content_id(key, 16)
+
+
+def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: TargetConfig, threads: int) -> dict:
+    """The body of one proxy task (a plain function: the test suite calls it without Spark)."""
+    weights = {sc: float(w) for sc, w in zip(pool.super_cluster_ids, spec.weights) if w > 0}
+    if proxy.kind == "command":
+        return run_command(proxy.command, spec, pool, weights)
+    pools = read_pools(pool, proxy, weights)
+    device = task_device(proxy)
+    base = read_base(base_path(pool, proxy)) if proxy.init == "base" else None
+    if pool.target_kind == "choices":
+        result = lm.train(pools, weights, np.zeros(0), pool.vocab_size, proxy, spec.seed, device, threads,
+                          choices=read_choices(pool.target_path), base=base)
+    else:
+        result = lm.train(pools, weights, read_tokens(pool.target_path, target.max_tokens),
+                          pool.vocab_size, proxy, spec.seed, device, threads, base=base)
+    return dataclasses.asdict(result)
+
+
+def read_pools(pool: Pool, proxy: ProxyConfig, weights: dict[int, float]) -> dict[int, np.ndarray]:
+    """At most one proxy's worth of tokens from each super-cluster with a positive weight."""
+    budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
+    return {sc: read_tokens(pool.train_path(sc), budget) for sc in weights}
+
+
+def base_path(pool: Pool, proxy: ProxyConfig) -> str:
+    """Where the pool keeps the base checkpoint of these proxy settings (`proxy.init=base`)."""
+    settings = {k: v for k, v in dataclasses.asdict(proxy).items()
+                if k not in ("init", "steps", "warmup_steps", "schedule", "log_every", "device", "command", "kind")}
+    settings["steps"] = proxy.base_steps or proxy.steps
+    settings.update(warmup_steps=proxy.warmup_steps, schedule=proxy.schedule)
+    return f"{pool.root}/base/{content_id(settings, 12)}.pt"
+
+
+def _fs(path: str):
+    import os
+
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+
+
+def read_base(path: str) -> bytes:
+    """The base checkpoint, read once per worker: its name hashes its settings and it is moved
+    into place whole, so the file under a name never changes."""
+    def load() -> bytes:
+        fs, where = _fs(path)
+        with fs.open_input_stream(where) as f:
+            return f.read()
+
+    return worker_cached("proxy-base", path, load)
+
+
+def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callable[[str], None] = print) -> str:
+    """The base checkpoint, trained once per pool and settings in a Spark task. It is written to a
+    temporary name and moved into place, so a killed job never leaves half a checkpoint."""
+    import pyarrow.fs as pafs
+
+    path = base_path(pool, proxy)
+    fs, where = _fs(path)
+    if fs.get_file_info(where).type == pafs.FileType.File:
+        return path
+    log(f"proxy base {path}: training on the prior for {proxy.base_steps or proxy.steps} steps")
+    prior = {sc: float(p) for sc, p in zip(pool.super_cluster_ids, pool.prior) if p > 0}
+
+    def work(threads: int) -> dict:
+        started = time.perf_counter()
+        tokens = read_pools(pool, dataclasses.replace(proxy, steps=proxy.base_steps or proxy.steps), prior)
+        state = lm.base_checkpoint(tokens, prior, pool.vocab_size, proxy, proxy.seed, task_device(proxy),
+                                   threads)
+        task_fs, task_where = _fs(path)
+        task_fs.create_dir(task_where.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{task_where}.{uuid.uuid4().hex}.tmp"
+        with task_fs.open_output_stream(tmp) as f:
+            f.write(state)
+        task_fs.move(tmp, task_where)
+        return {"seconds": time.perf_counter() - started}
+
+    done = run_in_one_task(spark, work, f"proxy base {pool.pool_id}")
+    log(f"proxy base {path}: done in {done['seconds']:.1f}s")
+    return path
+
+
+def task_device(proxy: ProxyConfig) -> str:
+    if proxy.device == "cpu":
+        return "cpu"
+    return task_gpu() or ("cuda" if proxy.device == "cuda" else "cpu")
+
+
+def run_in_one_task(spark: SparkSession, work: Callable[[int], dict], description: str) -> dict:
+    """work(threads) in a Spark job of one task (on an executor, with its cores), as JSON back."""
+
+    def task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        for _ in batches:
+            pass
+        ctx = TaskContext.get()
+        yield pd.DataFrame({"result": [json.dumps(work(int(ctx.cpus()) if ctx else 1))]})
+
+    sc = getattr(spark, "sparkContext", None)
+    if sc is not None:
+        sc.setJobDescription(description)
+    rows = spark.range(0, 1, 1, 1).mapInPandas(task, "result string").collect()
+    return json.loads(rows[0]["result"])
+
+
+def run_command(argv: list[str], spec: ProxySpec, pool: Pool, weights: dict[int, float]) -> dict:
+    """A user's trainer: the mixture as JSON on stdin and at {mixture_json}; its last stdout line
+    is the score (a number, or JSON with "score" and optionally "target_loss", "loss_curve")."""
+    payload = {"weights": {str(k): v for k, v in weights.items()}, "seed": spec.seed, "search_id": spec.search_id,
+               "iteration": spec.iteration, "index": spec.index, "pool_id": pool.pool_id,
+               "super_clusters": list(pool.super_cluster_ids),
+               "pools": {str(sc): pool.train_path(sc) for sc in weights}, "target": pool.target_path,
+               "vocab_size": pool.vocab_size}
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(payload, f)
+        f.flush()
+        proc = subprocess.run([a.replace("{mixture_json}", f.name) for a in argv], input=json.dumps(payload),
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"proxy command {argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    try:
+        out = json.loads(lines[-1]) if lines else None
+        out = out if isinstance(out, dict) else {"score": out}
+        score = float(out["score"])
+    except (ValueError, KeyError, TypeError):
+        raise RuntimeError(f"proxy command {argv[0]} did not print a score as its last line "
+                           f"(got {lines[-1][:200] if lines else 'nothing'!r})") from None
+    loss = out.get("target_loss")
+    return {"score": score, "target_loss": None if loss is None else float(loss),
+            "loss_curve": [float(v) for v in out.get("loss_curve", [])], "tokens_trained": int(out.get("tokens", 0)),
+            "seconds": time.perf_counter() - started}
+
+
+class ProxyRunner:
+    """Trains the proxies of one search (or comparison), reusing every finished one."""
+
+    def __init__(self, spark: SparkSession, pool: Pool, proxy: ProxyConfig, target: TargetConfig, table: str,
+                 tracker, parallelism: int = 0, log: Callable[[str], None] = print):
+        self.spark, self.pool, self.proxy, self.target, self.table = spark, pool, proxy, target, table
+        self.tracker, self.log = tracker, log
+        self.parallelism = parallelism or default_parallelism(spark)
+
+    def finished(self, search_id: str) -> dict[str, dict]:
+        rows = self.spark.table(self.table).where(F.col("search_id") == search_id).collect()
+        return {r["proxy_key"]: r.asDict() for r in rows}
+
+    def run(self, specs: list[ProxySpec], label: str = "") -> list[dict]:
+        """One result row per spec, in spec order."""
+        keys = [proxy_key(self.pool.pool_id, self.proxy, s.seed, s.weights) for s in specs]
+        done = self.finished(specs[0].search_id) if specs else {}
+        todo = [(s, k) for s, k in zip(specs, keys) if k not in done]
+        if len(todo) < len(specs):
+            self.log(f"{label}: reusing {len(specs) - len(todo)} finished proxies, training {len(todo)}")
+        if todo and self.proxy.kind == "torch" and self.proxy.init == "base":
+            ensure_base(self.spark, self.pool, self.proxy, self.log)
+        started, times = time.monotonic(), []
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            futures = {pool.submit(self._train, s, k): (s, k) for s, k in todo}
+            for future in as_completed(futures):
+                spec, key = futures[future]
+                result = future.result()
+                done[key] = self._record(spec, key, result)
+                times.append(result["seconds"])
+                left = len(todo) - len(times)
+                eta = (time.monotonic() - started) / len(times) * left
+                self.log(f"{label}: proxy {spec.index + 1} done, score {result['score']:.4f} in "
+                         f"{result['seconds']:.1f}s ({len(times)}/{len(todo)}, ETA {eta:.0f}s)")
+        return [done[k] for k in keys]
+
+    def _train(self, spec: ProxySpec, key: str) -> dict:
+        pool, proxy, target = self.pool, self.proxy, self.target
+        return run_in_one_task(self.spark, lambda threads: train_in_task(spec, pool, proxy, target, threads),
+                               f"proxy {spec.search_id} #{spec.iteration}.{spec.index}")
+
+    def _record(self, spec: ProxySpec, key: str, result: dict) -> dict:
+        run_id = self.tracker.proxy_run(spec, key, result) if self.tracker else None
+        row = {"search_id": spec.search_id, "proxy_key": key, "method": spec.method, "iteration": spec.iteration,
+               "proxy_index": spec.index, "weights": [float(w) for w in spec.weights], "seed": spec.seed,
+               "score": float(result["score"]), "target_loss": _finite(result.get("target_loss")),
+               "loss_curve": [float(v) for v in result.get("loss_curve") or []],
+               "tokens_trained": int(result.get("tokens_trained") or 0), "seconds": float(result["seconds"]),
+               "mlflow_run_id": run_id, "pool_id": self.pool.pool_id,
+               "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
+        # Only keys missing from the table are trained, so a plain append keeps the key unique.
+        self.spark.createDataFrame([row], PROXY_RESULTS.schema).writeTo(self.table).append()
+        return row
+
+
+def _finite(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)

@@ -1,0 +1,164 @@
+"""Embed-and-label stage: `documents` -> `doc_features` (embedding + four fastText scores).
+
+One pass over the text: each Python worker loads the sentence-transformers model and the four
+fastText models once (a per-process cache that survives across tasks with worker reuse) and
+scores every Arrow batch it is given. Only documents not yet in `doc_features` are read, so a
+re-run is a no-op and new documents are all that a later run computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from climb_spark.config import Config
+from climb_spark.lakehouse.delta import merge_insert_only
+from climb_spark.lakehouse.tables import DOC_FEATURES, DOCUMENTS, Lakehouse
+from climb_spark.lakehouse.tasks import default_parallelism, ship_dir, shipped_path, task_gpu, worker_cached
+from climb_spark.rubric import CRITERIA
+from climb_spark.stages.contract import Counted, Stage
+from climb_spark.stages.embed import encoder
+from climb_spark.stages.quality import classifiers
+from climb_spark.stages.quality.classifiers import QUALITY_MODELS
+
+_COMPUTED = [f for f in DOC_FEATURES.schema.fields if f.name in ("doc_id", "embedding", *CRITERIA)]
+COMPUTED = T.StructType([T.StructField(f.name, f.dataType, True) for f in _COMPUTED])
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """What a worker needs to rebuild the models: plain values, cheap to pickle into each task."""
+
+    model: encoder.ModelRef
+    dim: int
+    max_seq_length: int
+    batch_size: int
+    normalize: bool
+    trust_remote_code: bool
+    device: str
+    fp16: bool
+    quality_dir: str
+
+
+def _device(preference: str) -> str:
+    """The task's own GPU if Spark assigned one; otherwise CPU with the task's share of cores."""
+    import torch
+    from pyspark import TaskContext
+
+    gpu = task_gpu()
+    if preference != "cpu" and gpu:
+        return gpu
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("embed.device=cuda but this task sees no GPU")
+        return "cuda"
+    # No oversubscription: a task's torch uses the cores Spark gave the task.
+    ctx = TaskContext.get()
+    torch.set_num_threads(max(1, ctx.cpus() if ctx else torch.get_num_threads()))
+    return "cpu"
+
+
+def _encoder(f: Embedder):
+    return worker_cached("encoder", f, lambda: encoder.load_encoder(
+        f.model, _device(f.device), f.max_seq_length, f.trust_remote_code, f.fp16))
+
+
+def _classifiers(model_dir: str, version: str) -> dict:
+    return worker_cached("classifiers", (model_dir, version),
+                         lambda: classifiers.load_models(shipped_path(model_dir)))
+
+
+def score(batches: Iterator[pd.DataFrame], model_dir: str, version: str) -> Iterator[pd.DataFrame]:
+    """(doc_id, text) batches -> (doc_id, four scores): re-scoring without re-embedding."""
+    models = _classifiers(model_dir, version)
+    for batch in batches:
+        yield pd.DataFrame({"doc_id": batch["doc_id"], **classifiers.score_all(models, batch["text"].tolist())})
+
+
+def embed_batches(batches: Iterator[pd.DataFrame], f: Embedder, version: str) -> Iterator[pd.DataFrame]:
+    """(doc_id, text) batches -> (doc_id, embedding, four scores) batches."""
+    model, models = _encoder(f), _classifiers(f.quality_dir, version)
+    for batch in batches:
+        texts = batch["text"].tolist()
+        ids = batch["doc_id"].tolist()
+        vectors = encoder.encode(model, texts, f.batch_size, f.normalize)
+        encoder.check_vectors(vectors, ids, f.dim)
+        scores = classifiers.score_all(models, texts)
+        yield pd.DataFrame({"doc_id": ids, "embedding": list(vectors), **scores})
+
+
+@dataclass
+class EmbedReport(Counted):
+    run_id: str
+    pending: int
+    written: int
+    total: int
+    model: str
+    quality_model: str
+    dim: int
+    seconds: float
+
+    def summary(self) -> str:
+        rate = self.pending / self.seconds if self.seconds else 0.0
+        return (f"embed {self.run_id}: {self.pending:,} documents embedded and scored "
+                f"({rate:,.1f} docs/s), {self.written:,} rows written, doc_features now {self.total:,}; "
+                f"{self.model} dim {self.dim}, quality models {self.quality_model}")
+
+
+def by_length(docs: DataFrame, n_docs: int, cores: int, docs_per_task: int = 256) -> DataFrame:
+    """Tasks of similar-length texts (little padding in a model batch), longest first, so the
+    tasks left running at the end are the short ones; small tasks, since models stay loaded."""
+    parts = max(2 * cores, -(-n_docs // docs_per_task))
+    return docs.repartitionByRange(parts, F.length("text").desc())
+
+
+def embedder(cfg: Config) -> Embedder:
+    ref = encoder.resolve_model(cfg.embed.model)
+    # The dimension is read once on the driver so every worker's vectors can be checked against it.
+    probe = encoder.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
+    return Embedder(ref, encoder.dimension(probe), cfg.embed.max_seq_length,
+                    cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
+                    cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedReport:
+    run_id = run_id or uuid.uuid4().hex[:12]
+    lake = Lakehouse(cfg.lakehouse)
+    docs = lake.ensure(spark, DOCUMENTS)
+    table = lake.ensure(spark, DOC_FEATURES)
+    f = embedder(cfg)
+    qversion = classifiers.models_version(cfg.quality.model_dir)
+
+    pending = (spark.table(docs).select("doc_id", "text")
+               .join(spark.table(table).select("doc_id"), "doc_id", "left_anti"))
+    n_pending = pending.count()
+    started = time.monotonic()
+    if n_pending:
+        # Only when there is work: on a cluster this packs and ships the models.
+        f = dataclasses.replace(f, quality_dir=ship_dir(spark, f.quality_dir, f"quality-{qversion}"))
+        planned = (pending.repartition(cfg.embed.partitions) if cfg.embed.partitions
+                   else by_length(pending, n_pending, default_parallelism(spark)))
+        computed = planned.mapInPandas(lambda it: embed_batches(it, f, qversion), schema=COMPUTED)
+        rows = computed.select(
+            "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in CRITERIA],
+            F.lit(f"{f.model.name}=={f.model.version}").alias("embedding_model"),
+            F.lit(qversion).alias("quality_model"),
+            F.lit(run_id).alias("features_run_id"), F.current_timestamp().alias("computed_at"))
+        before = spark.table(table).count()
+        merge_insert_only(spark, table, rows, DOC_FEATURES.key)
+        total = spark.table(table).count()
+    else:
+        before = total = spark.table(table).count()
+    return EmbedReport(run_id, n_pending, total - before, total, f"{f.model.name}=={f.model.version}",
+                       qversion, f.dim, time.monotonic() - started)
+
+
+STAGE = Stage("embed", "sentence-transformers embeddings and the four fastText scores of every document",
+              reads=(DOCUMENTS, QUALITY_MODELS), writes=(DOC_FEATURES,), run=run)

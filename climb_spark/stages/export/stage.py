@@ -1,0 +1,148 @@
+"""Export stage: the chosen mixture materialized as a training dataset.
+
+Each super-cluster i contributes weight_i x token_budget tokens. A document's number of copies
+is floor(f_i) plus one more with probability frac(f_i), where f_i = wanted tokens / the
+cluster's tokens, decided by a seeded hash of its doc_id: one distributed pass, no window over a
+whole cluster, and copies (repetition) appear only where a cluster has fewer tokens than its
+share asks for. Target documents of the search stay out. The rows go to the `training_mix`
+Delta table (replaced per export id) and to shuffled jsonl or parquet shards with a manifest.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from climb_spark.config import Config, check_search
+from climb_spark.curated import kept_documents, super_clusters, target_filter
+from climb_spark.errors import PreconditionError
+from climb_spark.ids import content_id, pool_id, search_id
+from climb_spark.lakehouse.delta import replace_where, table_version
+from climb_spark.lakehouse.tables import (CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES, SUPER_CLUSTERS,
+                                          TRAINING_MIX, Lakehouse, token_count)
+from climb_spark.stages.contract import Counted, Files, Stage
+
+HASH_SCALE = 1 << 30
+
+
+@dataclass
+class ExportReport(Counted):
+    export_id: str
+    search_id: str
+    path: str
+    manifest: dict
+
+    def summary(self) -> str:
+        m = self.manifest
+        lines = [f"export {self.export_id} from search {self.search_id}: {m['total_docs']:,} documents, "
+                 f"{m['total_tokens']:,} tokens (budget {m['token_budget']:,}) -> {self.path}"]
+        for c in m["super_clusters"]:
+            if c["weight"] > 0:
+                note = f"  repeated x{c['passes']:.2f}: the cluster ran out" if c["passes"] > 1 else ""
+                lines.append(f"  super-cluster {c['super_cluster_id']:3d}: weight {c['weight']:.4f}, "
+                             f"share {c['share']:.4f}, {c['docs']:,} docs{note}")
+        return "\n".join(lines)
+
+
+def copies_plan(weights: np.ndarray, tokens: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """(whole copies, extra-copy probability) per super-cluster so its expected tokens are
+    weight x budget; a cluster with a positive weight and no tokens is an error."""
+    weights, tokens = np.asarray(weights, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
+    short = np.flatnonzero((weights > 0) & (tokens <= 0))
+    if len(short):
+        raise PreconditionError(f"export: super-clusters {short.tolist()} have weight but no documents")
+    passes = np.divide(weights * budget, tokens, out=np.zeros_like(weights), where=tokens > 0)
+    whole = np.floor(passes)
+    return whole.astype(np.int64), passes - whole
+
+
+def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
+    e = cfg.export
+    lake = Lakehouse(cfg.lakehouse)
+    supers = super_clusters(spark, cfg)
+    pool = pool_id(cfg, supers)
+    super_ids = [int(s["super_cluster_id"]) for s in supers]
+    # By default, the search this config runs with export.method (not merely the latest one).
+    wanted = e.search_id or search_id(cfg, pool, e.method)
+    chosen = spark.table(lake.ensure(spark, MIXTURES)).where(F.col("search_id") == wanted).first()
+    if chosen is None:
+        raise PreconditionError(f"export: search {wanted} has no mixture yet; run `climb-spark search "
+                                f"--method {e.method}` with the same settings first")
+    weights = np.asarray(chosen["weights"], dtype=np.float64)
+    docs = (kept_documents(spark, cfg).where(~target_filter(cfg))
+            .withColumn("n_tokens", token_count("text").cast("long")))
+    totals = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in
+              docs.groupBy("super_cluster_id").agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
+    if len(weights) != len(super_ids):
+        raise PreconditionError(f"export: the mixture has {len(weights)} weights for {len(super_ids)} "
+                                "super-clusters; it belongs to an earlier clustering")
+    tokens = np.array([totals.get(sc, (0, 0))[1] for sc in super_ids], dtype=np.float64)
+    budget = e.token_budget or int(tokens.sum())
+    whole, frac = copies_plan(weights, tokens, budget)
+    key = [chosen["search_id"], weights.tolist(), budget, e.seed, pool]
+    export_id = "export-" + content_id(key, 10)
+
+    plan = spark.createDataFrame(
+        [(int(sc), int(w), float(f)) for sc, w, f in zip(super_ids, whole, frac)],
+        "super_cluster_id int, whole int, frac double")
+    u = (F.pmod(F.xxhash64("doc_id", F.lit(e.seed)), F.lit(HASH_SCALE)) / HASH_SCALE)
+    rows = (docs.join(F.broadcast(plan), "super_cluster_id")
+            .withColumn("n_copies", F.col("whole") + (u < F.col("frac")).cast("int"))
+            .where(F.col("n_copies") > 0)
+            .select(F.lit(export_id).alias("export_id"), "doc_id",
+                    F.explode(F.sequence(F.lit(0), F.col("n_copies") - 1)).alias("copy"),
+                    "super_cluster_id", "source", "n_tokens", "text"))
+    table = lake.ensure(spark, TRAINING_MIX)
+    replace_where(table, rows.select(*TRAINING_MIX.schema.fieldNames()), f"export_id = '{export_id}'")
+
+    exported = spark.table(table).where(F.col("export_id") == export_id)
+    got = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in exported.groupBy("super_cluster_id")
+           .agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
+    total_tokens = sum(t for _, t in got.values())
+    out = f"{e.output.rstrip('/')}/{export_id}"
+    writer = (exported.withColumn("_order", F.xxhash64("doc_id", "copy", F.lit(e.seed)))
+              .repartitionByRange(e.shards, "_order").sortWithinPartitions("_order").drop("_order", "export_id")
+              .write.mode("overwrite"))
+    (writer.option("compression", "gzip").json(f"{out}/data") if e.format == "jsonl" else writer.parquet(f"{out}/data"))
+
+    manifest = {
+        "export_id": export_id, "search_id": chosen["search_id"], "method": chosen["method"],
+        "pool_id": pool, "token_budget": budget, "seed": e.seed, "format": e.format, "shards": e.shards,
+        "data": f"{out}/data", "table": table, "total_docs": sum(d for d, _ in got.values()),
+        "total_tokens": int(total_tokens),
+        "super_clusters": [{"super_cluster_id": int(sc), "weight": float(w), "target_tokens": float(w * budget),
+                            "available_tokens": int(t), "passes": float(w * budget / t) if t else 0.0,
+                            "docs": int(got.get(sc, (0, 0))[0]), "tokens": int(got.get(sc, (0, 0))[1]),
+                            "share": got.get(sc, (0, 0))[1] / total_tokens if total_tokens else 0.0}
+                           for sc, w, t in zip(super_ids, weights, tokens)],
+        "sources": {spec.name: table_version(spark, lake.name(spec))
+                    for spec in (DOCUMENTS, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS, MIXTURES)},
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
+    return ExportReport(export_id, chosen["search_id"], out, manifest)
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small file next to Spark's output, on local disk or any pyarrow filesystem."""
+    from pyarrow import fs
+
+    if "://" in uri and not uri.startswith("file://"):
+        filesystem, path = fs.FileSystem.from_uri(uri)
+    else:
+        filesystem, path = fs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with filesystem.open_output_stream(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)
+
+STAGE = Stage("export", "the chosen mixture materialized as a shuffled training dataset with a manifest",
+              reads=(SUPER_CLUSTERS, CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES),
+              writes=(TRAINING_MIX, SHARDS), run=run, check=check_search)

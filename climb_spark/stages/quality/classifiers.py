@@ -1,0 +1,88 @@
+"""fastText quality classifiers: one per rubric criterion, scored as expected values on 0-5."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from climb_spark.rubric import CRITERIA
+from climb_spark.stages.contract import Files
+
+CLASSES = np.arange(6, dtype=np.float64)
+_WS = re.compile(r"\s+")
+
+
+def model_path(model_dir: str, criterion: str) -> Path:
+    return Path(model_dir) / f"{criterion}.bin"
+
+
+QUALITY_MODELS = Files("quality models", lambda cfg: cfg.quality.model_dir,
+                       lambda cfg: all(model_path(cfg.quality.model_dir, c).is_file() for c in CRITERIA))
+
+
+def fasttext_text(text: str, max_chars: int = 20000) -> str:
+    """fastText reads one line per example: the same normalization for training and scoring."""
+    return _WS.sub(" ", text[:max_chars]).strip().lower()
+
+
+def load_models(model_dir: str) -> dict:
+    import fasttext
+
+    models = {}
+    for criterion in CRITERIA:
+        path = model_path(model_dir, criterion)
+        if not path.is_file():
+            raise FileNotFoundError(f"no fastText model for {criterion}: {path}")
+        models[criterion] = fasttext.load_model(str(path))
+    return models
+
+
+def models_version(model_dir: str) -> str:
+    """A short content hash of the four model files, recorded with every score."""
+    digest = hashlib.sha256()
+    for criterion in CRITERIA:
+        digest.update(model_path(model_dir, criterion).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def expected_scores(model, texts: Sequence[str]) -> np.ndarray:
+    """Sum over classes of P(class) x class, per text (labels are `__label__0` .. `__label__5`)."""
+    lines = [fasttext_text(t) for t in texts]
+    labels, probs = model.predict(lines, k=-1)
+    out = np.empty(len(lines), dtype=np.float32)
+    for i, (labs, ps) in enumerate(zip(labels, probs)):
+        values = np.fromiter((int(lab.rsplit("__", 1)[1]) for lab in labs), dtype=np.float64, count=len(labs))
+        p = np.asarray(ps, dtype=np.float64)
+        out[i] = float((values * p).sum() / max(p.sum(), 1e-12))
+    return out
+
+
+def score_all(models: Mapping[str, object], texts: Sequence[str]) -> dict[str, np.ndarray]:
+    return {c: expected_scores(models[c], texts) for c in CRITERIA}
+
+
+def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int, lr: float,
+          word_ngrams: int, dim: int, seed: int, bucket: int = 2000000) -> None:
+    """Train one classifier; single-threaded so that the same data gives the same model."""
+    import tempfile
+
+    import fasttext
+
+    if word_ngrams > 1 and bucket < 1:
+        raise ValueError("quality.bucket must be positive when word_ngrams > 1 (fastText divides by it)")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as fh:
+        for text, label in zip(texts, labels):
+            fh.write(f"__label__{int(label)} {fasttext_text(text)}\n")
+        train_file = fh.name
+    try:
+        model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
+                                          dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
+                                          verbose=0)
+    finally:
+        Path(train_file).unlink()
+    model.save_model(str(path))

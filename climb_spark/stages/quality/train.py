@@ -1,0 +1,121 @@
+"""Train the four fastText quality classifiers from the teacher's `annotations`.
+
+Held-out documents are a fixed hash slice of doc_id (`classifiers.holdout_fraction`), so the split
+is the same on every run. Metrics per criterion are top-class accuracy, macro-F1 and the mean
+absolute error of the expected score against the teacher's score. They go to stdout and to an
+MLflow run, together with the model files. The models are written to `classifiers.model_dir`,
+where the embed stage reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from climb_spark import tracking
+from climb_spark.config import Config
+from climb_spark.errors import PreconditionError
+from climb_spark.lakehouse.tables import ANNOTATIONS, DOCUMENTS, Lakehouse
+from climb_spark.rubric import CRITERIA
+from climb_spark.stages.contract import Counted, Stage
+from climb_spark.stages.quality import classifiers
+from climb_spark.stages.quality.annotate import teacher_key
+from climb_spark.stages.quality.classifiers import QUALITY_MODELS
+
+
+def is_holdout(doc_id: str, fraction: float) -> bool:
+    return int(doc_id[:8], 16) % 10000 < fraction * 10000
+
+
+def labels_for(scores: list[int], scheme: str, threshold: int) -> list[int]:
+    return [int(s >= threshold) for s in scores] if scheme == "binary" else list(scores)
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    f1s = []
+    for label in np.unique(np.concatenate([truth, pred])):
+        tp = np.sum((pred == label) & (truth == label))
+        fp = np.sum((pred == label) & (truth != label))
+        fn = np.sum((pred != label) & (truth == label))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def evaluate(model, texts: list[str], truth: list[int], scores: list[int], scheme: str) -> dict[str, float]:
+    labels, _ = model.predict([classifiers.fasttext_text(t) for t in texts], k=1)
+    pred = np.array([int(lab[0].rsplit("__", 1)[1]) for lab in labels])
+    expected = classifiers.expected_scores(model, texts)
+    target = np.asarray(truth if scheme == "binary" else scores, dtype=np.float64)
+    return {
+        "accuracy": float(np.mean(pred == np.asarray(truth))),
+        "macro_f1": macro_f1(np.asarray(truth), pred),
+        "mae": float(np.mean(np.abs(expected - target))),
+    }
+
+
+@dataclass
+class TrainReport(Counted):
+    teacher: str
+    n_train: int
+    n_holdout: int
+    model_dir: str
+    version: str
+    metrics: dict[str, dict[str, float]]
+    mlflow_run_id: str
+
+    def summary(self) -> str:
+        lines = [f"train-quality: 4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
+                 f"{self.n_holdout:,} held out -> {self.model_dir} (version {self.version}, "
+                 f"MLflow run {self.mlflow_run_id})"]
+        for c, m in self.metrics.items():
+            lines.append(f"  {c:20s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+                         f"MAE {m['mae']:.3f}")
+        return "\n".join(lines)
+
+
+def run(spark: SparkSession, cfg: Config) -> TrainReport:
+    import mlflow
+
+    q = cfg.quality
+    teacher, prompt = teacher_key(cfg)
+    lake = Lakehouse(cfg.lakehouse)
+    ann = spark.table(lake.ensure(spark, ANNOTATIONS)).where(
+        (F.col("teacher") == teacher) & (F.col("prompt_version") == prompt) & F.col("error").isNull())
+    rows = (ann.join(spark.table(lake.ensure(spark, DOCUMENTS)).select("doc_id", "text"), "doc_id")
+            .select("doc_id", "text", *CRITERIA).orderBy("doc_id").collect())
+    if not rows:
+        raise PreconditionError(f"train-quality: no usable {teacher} annotations; run `climb-spark annotate` first")
+    held = [r for r in rows if is_holdout(r["doc_id"], q.holdout_fraction)]
+    train = [r for r in rows if not is_holdout(r["doc_id"], q.holdout_fraction)] or rows
+
+    experiment_id = tracking.experiment(cfg.mlflow)
+    metrics: dict[str, dict[str, float]] = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality") as active:
+        mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
+                           "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
+                           "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,
+                           "n_train": len(train), "n_holdout": len(held)})
+        for c in CRITERIA:
+            path = classifiers.model_path(q.model_dir, c)
+            classifiers.train([r["text"] for r in train],
+                              labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold), path,
+                              epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed,
+                              bucket=q.bucket)
+            if held:
+                import fasttext
+
+                metrics[c] = evaluate(fasttext.load_model(str(path)), [r["text"] for r in held],
+                                      labels_for([r[c] for r in held], q.label_scheme, q.binary_threshold),
+                                      [r[c] for r in held], q.label_scheme)
+                mlflow.log_metrics({f"{c}.{k}": v for k, v in metrics[c].items()})
+        version = classifiers.models_version(q.model_dir)
+        mlflow.set_tag("quality_model_version", version)
+        mlflow.log_artifacts(q.model_dir, artifact_path="quality_models")
+    return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id)
+
+
+STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",
+              reads=(ANNOTATIONS, DOCUMENTS), writes=(QUALITY_MODELS,), run=run,
+              check=lambda cfg: tracking.check_reachable(cfg.mlflow))

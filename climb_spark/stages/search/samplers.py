@@ -1,0 +1,95 @@
+"""Mixture samplers of CLIMB-Search as plain numpy functions over the prior p (token shares).
+
+A mixture is a weight vector over the M super-clusters, summing to 1. Every function takes a
+numpy Generator, so a search is reproducible from its seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from climb_spark.config import SearchConfig
+
+
+def regmix_sample(prior: np.ndarray, n: int, rng: np.random.Generator, cfg: SearchConfig) -> np.ndarray:
+    """n distinct mixtures from RegMix's sampler (iteration 1 of CLIMB, and all of RegMix).
+
+    Dirichlet draws around p^temperature at log-spaced strengths (small ones give sparse
+    mixtures), rejected where a weight exceeds cap x p, small weights zeroed, the rest rounded to
+    multiples of min_weight; oversampled, de-duplicated, then n picked uniformly.
+    """
+    prior = _check_prior(prior)
+    base = prior ** cfg.temperature
+    base /= base.sum()
+    strengths = np.logspace(np.log10(cfg.strength_min), np.log10(cfg.strength_max), cfg.strengths)
+    cap = np.minimum(cfg.cap * prior, 1.0)
+    wanted = n * cfg.oversample
+    found: list[np.ndarray] = []
+    for _ in range(1000):
+        alpha = base[None, :] * rng.choice(strengths, size=(wanted, 1))
+        draws = dirichlet_rows(alpha, rng)
+        draws = draws[np.all(draws <= cap + 1e-12, axis=1)]
+        found.extend(_round(draws, cfg.min_weight))
+        if len(found) >= wanted:
+            break
+    if not found:
+        raise RuntimeError("search: the sampler's cap rejected every draw; raise search.cap")
+    unique = dedupe(np.array(found[:wanted]))
+    if len(unique) < n:
+        raise RuntimeError(f"search: only {len(unique)} distinct mixtures for a batch of {n}; "
+                           "lower the budget or search.min_weight")
+    return unique[rng.choice(len(unique), size=n, replace=False)]
+
+
+def dirichlet_rows(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Row-wise alphas (numpy's dirichlet takes one vector); tiny alphas underflow to all-zero rows.
+    g = rng.standard_gamma(alpha)
+    total = g.sum(axis=1, keepdims=True)
+    ok = total[:, 0] > 0
+    return g[ok] / total[ok]
+
+
+def _round(w: np.ndarray, step: float) -> list[np.ndarray]:
+    out = []
+    for row in w:
+        row = np.where(row < step, 0.0, row)
+        if row.sum() <= 0:
+            continue
+        row = np.round(row / row.sum() / step) * step
+        if row.sum() <= 0:
+            continue
+        out.append(row / row.sum())
+    return out
+
+
+def dedupe(w: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """Rows in first-seen order, one per cell of a tol-sized grid: the sampler's rows sit on a
+    2e-4 grid, so rows in one cell are the same mixture."""
+    if len(w) == 0:
+        return w
+    _, first = np.unique(np.round(w / tol).astype(np.int64), axis=0, return_index=True)
+    return w[np.sort(first)]
+
+
+def dirichlet_candidates(prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The recipe's later-iteration candidates: Dirichlet(p), no temperature, no rounding."""
+    prior = _check_prior(prior)
+    return dirichlet_rows(np.broadcast_to(prior, (n, len(prior))), rng)
+
+
+def next_batch(candidates: np.ndarray, predicted: np.ndarray, n: int, top_min: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """n mixtures drawn uniformly, without replacement, from the top max(n^2, top_min) predicted."""
+    top = np.argsort(-predicted, kind="stable")[: max(n * n, top_min, n)]
+    return candidates[rng.choice(top, size=min(n, len(top)), replace=False)]
+
+
+def uniform_random(m: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random best-of-N baseline: mixtures uniform over the simplex."""
+    return rng.dirichlet(np.ones(m), size=n)
+
+
+def _check_prior(prior: np.ndarray) -> np.ndarray:
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.ndim != 1 or len(prior) == 0 or np.any(prior < 0) or prior.sum() <= 0:
+        raise ValueError(f"prior must be a non-empty vector of non-negative token shares, got {prior!r}")
+    return prior / prior.sum()

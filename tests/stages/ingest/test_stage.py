@@ -1,0 +1,159 @@
+"""The ingest stage through a real SparkSession and real Delta tables."""
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.testing import assertDataFrameEqual
+
+from climb_spark.corpus import build
+from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
+from climb_spark.stages.ingest import stage as ingest
+
+
+def write_inputs(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = [{"text": f"Document {i} about {topic}.", "source": "unit", "topic": topic}
+            for i, topic in enumerate(["rivers", "stars", "bread", "rivers"])]
+    lines = [json.dumps(d) for d in docs]
+    lines += ["{broken", json.dumps({"text": ""}), json.dumps({"text": "Document 0   about rivers."})]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n")  # 7 records, 1 duplicate, 2 rejects
+    body = "".join(json.dumps({"text": f"Zipped note {i}."}) + "\n" for i in range(50)).encode()
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(body)[:-30])  # truncated stream
+    (folder / "c.txt").write_bytes(b"A plain text file.\nTwo lines long.\n")
+    (folder / "d.txt").write_bytes(b"\xff\xfe not utf-8 \x00\x01")
+    pq.write_table(pa.table({"text": ["From parquet.", None, "Document 1 about stars."],
+                             "year": [2020, 2021, 2022]}), folder / "e.parquet")
+    (folder / "f.csv").write_text("text\nnot supported\n")
+    (folder / "empty.jsonl").write_text("")
+    (folder / "_ignored.jsonl").write_text(json.dumps({"text": "Spark skips files starting with _"}) + "\n")
+
+
+def tables(spark, cfg):
+    lake = Lakehouse(cfg.lakehouse)
+    return {spec.name: spark.table(lake.name(spec)) for spec in (DOCUMENTS, DUPLICATES, REJECTS)}
+
+
+def test_every_record_is_accounted_for_with_reasons(spark, cfg):
+    write_inputs(Path(cfg.ingest.input))
+    report = ingest.run(spark, cfg)
+    t = tables(spark, cfg)
+    n_docs, n_dups, n_rej = t["documents"].count(), t["duplicates"].count(), t["rejects"].count()
+    assert report.balanced
+    assert (report.documents, report.duplicates, report.rejects) == (n_docs, n_dups, n_rej)
+    assert report.input_records == n_docs + n_dups + n_rej
+    # Spark lists neither _ignored.jsonl (hidden by its convention) nor the empty file (no records).
+    assert report.files == 6
+
+    texts = {r["text"] for r in t["documents"].collect()}
+    assert "A plain text file.\nTwo lines long." in texts and "From parquet." in texts
+    assert sum(t.startswith("Zipped note") for t in texts) >= 1
+    assert "Spark skips files starting with _" not in texts
+    # "Document 0   about rivers." normalizes to the first line's text; parquet repeats line 2's.
+    dups = {(r["file"].rsplit("/", 1)[1], r["line"]) for r in t["duplicates"].collect()}
+    assert dups == {("a.jsonl", 7), ("e.parquet", 3)}
+
+    reasons = {(r["file"].rsplit("/", 1)[1], r["reason"].split(":")[0]) for r in t["rejects"].collect()}
+    assert reasons == {
+        ("a.jsonl", "malformed JSON"), ("a.jsonl", "empty or whitespace-only text"),
+        ("b.jsonl.gz", "truncated or corrupt gzip after line N".replace("N", reasons_line(t))),
+        ("d.txt", "invalid UTF-8 at byte 0"), ("e.parquet", "no text field 'text'"),
+        ("f.csv", "unsupported file type"),
+    }
+    meta = t["documents"].where("text = 'From parquet.'").first()
+    assert json.loads(meta["metadata"]) == {"year": 2020} and meta["source"] == "e"
+    first = t["documents"].where("text LIKE 'Document 0 about%'").first()
+    assert first["source"] == "unit" and first["n_words"] == 4 and first["n_chars"] == 24
+
+
+def reasons_line(t):
+    (row,) = t["rejects"].where("file LIKE '%b.jsonl.gz'").collect()
+    return row["reason"].split("after line ")[1].split(":")[0]
+
+
+def test_rerun_is_idempotent_and_new_files_add_only_new_documents(spark, cfg):
+
+
+    folder = Path(cfg.ingest.input)
+    write_inputs(folder)
+    first = ingest.run(spark, cfg)
+    before = {k: v.toPandas() for k, v in tables(spark, cfg).items()}
+
+    again = ingest.run(spark, cfg)
+    assert (again.documents, again.new_documents, again.duplicates, again.rejects) == (
+        first.documents, 0, first.duplicates, first.rejects)
+    for name, df in tables(spark, cfg).items():
+        assertDataFrameEqual(df, spark.createDataFrame(before[name], schema=df.schema))
+
+    (folder / "g.jsonl").write_text(
+        json.dumps({"text": "A brand new document."}) + "\n" + json.dumps({"text": "From parquet."}) + "\n")
+    third = ingest.run(spark, cfg)
+    assert third.new_documents == 1
+    assert third.duplicates == first.duplicates + 1
+    t = tables(spark, cfg)
+    assert t["documents"].count() == first.documents + 1
+    # The older rows keep the run that first wrote them.
+    assert t["documents"].where(f"ingest_run_id = '{third.run_id}'").count() == 1
+
+
+def test_sample_corpus_ingests_with_domains(spark, cfg, tmp_path):
+
+
+    from climb_spark.config import CorpusConfig
+
+    build(CorpusConfig(output=cfg.ingest.input, max_docs=120, seed=3))
+    report = ingest.run(spark, cfg)
+    assert report.rejects == 0 and report.balanced
+    docs = tables(spark, cfg)["documents"]
+    domains = {r[0] for r in docs.selectExpr("get_json_object(metadata, '$.domain')").distinct().collect()}
+    assert {"software-docstrings", "python-reference", "film-reviews", "dialog"} <= domains
+    assert docs.count() == report.documents
+
+
+def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
+    """Hostile input: every record still lands in exactly one table, with a reason if rejected."""
+    import random
+
+    folder = Path(cfg.ingest.input)
+    folder.mkdir(parents=True)
+    rnd = random.Random(7)
+    big = "word " * 10_000_000  # one 50 MB line
+    (folder / "big.jsonl").write_text(json.dumps({"text": big}) + "\n" + json.dumps({"text": "small"}) + "\n")
+    (folder / "nul.jsonl").write_bytes(b'{"text": "x"}\x00\n' + json.dumps({"text": "a\u0000b"}).encode() + b"\n")
+    (folder / "types.jsonl").write_text("\n".join(json.dumps(v) for v in [
+        {"text": 5}, {"text": None}, {"text": ["a"]}, [1, 2], "a string", 42, {"text": {"nested": 1}},
+        {"text": "fine", "source": 7}]) + "\n")
+    (folder / "intl.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in [
+        "数据混合的聚类方法", "تنقية البيانات على نطاق واسع", "Größenordnung und Qualität 🚀"]) + "\n")
+    (folder / "noise.jsonl").write_bytes(bytes(rnd.getrandbits(8) for _ in range(4000)))
+    (folder / "blob.bin").write_bytes(bytes(rnd.getrandbits(8) for _ in range(1000)))
+    (folder / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    (folder / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n' * 1000)[:40])
+    (folder / "blank.txt").write_text("   \n\n\t\n")
+
+    report = ingest.run(spark, cfg)
+    t = tables(spark, cfg)
+    counts = {k: v.count() for k, v in t.items()}
+    assert report.balanced
+    assert report.input_records == counts["documents"] + counts["duplicates"] + counts["rejects"]
+    docs = {r["text"][:20]: r for r in t["documents"].select("text", "source", "n_chars", "file").collect()}
+    assert docs["word word word word "]["n_chars"] == len(big)
+    assert {t[:20] for t in ("small", "fine", "数据混合的聚类方法", "تنقية البيانات على نطاق واسع")} <= set(docs)
+    reasons = {}
+    for r in t["rejects"].collect():
+        reasons.setdefault(r["file"].rsplit("/", 1)[1], set()).add(r["reason"].split(":")[0])
+    assert reasons["nul.jsonl"] == {"malformed JSON", "NUL byte in text (binary content)"}
+    assert {"text field 'text' is a number, not a string", "no text field 'text'",
+            "JSON value is an array, not an object"} <= reasons["types.jsonl"]
+    assert reasons["blob.bin"] == {"unsupported file type"}
+    assert reasons["blank.txt"] == {"empty or whitespace-only text"}
+    assert any(r.startswith("truncated or corrupt gzip") for r in reasons["cut.jsonl.gz"])
+    assert reasons["noise.jsonl"] and not any(r["file"].endswith("noise.jsonl") for r in docs.values())
+    # Every input line of every file is somewhere: count per file across the three tables.
+    per_file = {}
+    for name in ("documents", "duplicates", "rejects"):
+        for r in t[name].groupBy("file").count().collect():
+            key = r["file"].rsplit("/", 1)[1]
+            per_file[key] = per_file.get(key, 0) + r["count"]
+    assert per_file["types.jsonl"] == 8 and per_file["intl.jsonl"] == 3 and per_file["big.jsonl"] == 2

@@ -1,0 +1,95 @@
+"""Annotate and train-quality through Spark, Delta and a real MLflow store."""
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from climb_spark.config import CorpusConfig
+from climb_spark.corpus import build
+from climb_spark.lakehouse.tables import ANNOTATIONS, DOC_CLUSTERS, DOCUMENTS, Lakehouse
+from climb_spark.rubric import CRITERIA
+from climb_spark.stages.ingest import stage as ingest
+from climb_spark.stages.quality import annotate, classifiers, train
+from tests.chat_server import ChatServer
+
+
+def write_docs(folder: Path, texts):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
+    cfg = cfg.replace({"quality.model_dir": str(tmp_path / "q"), "quality.holdout_fraction": 0.25})
+    build(CorpusConfig(output=cfg.ingest.input, max_docs=200, seed=9))
+    ingest.run(spark, cfg)
+    first = annotate.run(spark, cfg)
+    assert (first.teacher, first.sampled, first.pending, first.ok, first.errors) == ("heuristic-v1", 200, 200, 200, 0)
+    table = Lakehouse(cfg.lakehouse).name(ANNOTATIONS)
+    row = spark.sql(f"SELECT count(*) n, min(quality) lo, max(educational_value) hi, count(error) e FROM {table}").first()
+    assert (row.n, row.e) == (200, 0) and 0 <= row.lo and row.hi <= 5
+    again = annotate.run(spark, cfg)
+    assert (again.pending, spark.table(table).count()) == (0, 200)
+
+    report = train.run(spark, cfg)
+    assert report.n_train + report.n_holdout == 200 and 20 < report.n_holdout < 80
+    for c in CRITERIA:
+        assert classifiers.model_path(cfg.quality.model_dir, c).is_file()
+        assert 0 <= report.metrics[c]["accuracy"] <= 1 and report.metrics[c]["mae"] < 2.5
+    # The held-out split is the teacher's judgement the student never saw; it should beat chance.
+    assert report.metrics["advertisement"]["accuracy"] > 0.4
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    run = MlflowClient().get_run(report.mlflow_run_id)
+    assert run.data.params["n_holdout"] == str(report.n_holdout)
+    assert run.data.metrics["quality.macro_f1"] == report.metrics["quality"]["macro_f1"]
+    assert run.data.tags["quality_model_version"] == report.version
+    arts = {a.path for a in MlflowClient().list_artifacts(report.mlflow_run_id, "quality_models")}
+    assert arts == {f"quality_models/{c}.bin" for c in CRITERIA}
+    assert "macro-F1" in report.summary()
+
+
+def test_llm_annotate_against_local_endpoint_retries_only_failures(spark, cfg):
+    texts = [f"Document number {i} about the history of bridges." for i in range(12)]
+    texts += ["GARBAGE answer expected here.", "RANGE answer expected here.", "BROKEN server for this one.",
+              "RATELIMIT first, then fine.", "SLOW first, then fine."]
+    write_docs(Path(cfg.ingest.input), texts)
+    ingest.run(spark, cfg)
+    with ChatServer(api_key="sk-local") as server:
+        cfg = cfg.replace({"annotate.teacher": "llm", "annotate.base_url": server.base_url,
+                           "annotate.model": "tiny-judge", "annotate.api_key_env": "CLIMB_TEST_KEY",
+                           "annotate.timeout_s": 0.5, "annotate.max_retries": 2, "annotate.backoff_s": 0.01,
+                           "annotate.concurrency": 4, "annotate.commit_every": 5})
+        env = {"CLIMB_TEST_KEY": "sk-local"}
+        first = annotate.run(spark, cfg, environ=env)
+        assert (first.sampled, first.ok, first.errors) == (17, 14, 3)
+        table = Lakehouse(cfg.lakehouse).name(ANNOTATIONS)
+        errors = {r.text.split()[0]: r.error for r in spark.sql(
+            f"SELECT d.text, a.error FROM {table} a JOIN {Lakehouse(cfg.lakehouse).name(DOCUMENTS)} d "
+            "USING (doc_id) WHERE a.error IS NOT NULL").collect()}
+        assert set(errors) == {"GARBAGE", "RANGE", "BROKEN"}
+        assert errors["BROKEN"].startswith("gave up after 3 attempts: HTTP 500")
+        assert spark.sql(f"SELECT count(*) FROM {table} WHERE teacher = 'tiny-judge' "
+                         "AND prompt_version = 'climb-rubric-v1' AND attempts = 2").first()[0] == 2
+
+        server.broken = False
+        normal_before = server.count("bridges")
+        second = annotate.run(spark, cfg, environ=env)
+        assert (second.pending, second.ok, second.errors) == (3, 1, 2)
+        assert server.count("bridges") == normal_before  # finished documents are not asked again
+        assert spark.table(table).count() == 17
+        assert spark.sql(f"SELECT count(*) FROM {table} WHERE error IS NULL").first()[0] == 15
+
+
+def test_sample_is_stratified_by_cluster_when_clusters_exist(spark, cfg):
+    write_docs(Path(cfg.ingest.input), [f"Text {i} of the corpus." for i in range(60)])
+    ingest.run(spark, cfg)
+    lake = Lakehouse(cfg.lakehouse)
+    docs = spark.table(lake.name(DOCUMENTS)).select("doc_id").orderBy("doc_id").collect()
+    assignments = [(r.doc_id, 0 if i < 50 else 1, 0.0, "fit") for i, r in enumerate(docs)]
+    spark.createDataFrame(assignments, DOC_CLUSTERS.schema).write.format("delta").saveAsTable(lake.name(DOC_CLUSTERS))
+    chosen = annotate.sample(spark, cfg.replace({"annotate.sample_docs": 10}))
+    per_cluster = {r.cluster_id: r.n for r in chosen.join(spark.table(lake.name(DOC_CLUSTERS)), "doc_id")
+                   .groupBy("cluster_id").count().withColumnRenamed("count", "n").collect()}
+    assert per_cluster == {0: 5, 1: 5}
+    assert sorted(r.doc_id for r in chosen.collect()) == sorted(
+        r.doc_id for r in annotate.sample(spark, cfg.replace({"annotate.sample_docs": 10})).collect())
