@@ -7,7 +7,7 @@ import time
 from typing import Sequence
 
 from climb_spark.config import Config, load
-from climb_spark.errors import ClimbError, ConfigError
+from climb_spark.errors import ClimbError, ConfigError, disk_full
 
 DEFAULT_PROFILE = "conf/local.yaml"
 
@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and keeps its traceback.
         print(f"climb-spark: {err.kind}: {err}", file=sys.stderr)
         return err.exit_code
+    except Exception as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"climb-spark: {full.kind}: {full}. Tables keep their last committed version; free space and "
+              "re-run.", file=sys.stderr)
+        return full.exit_code
 
 
 def _log(msg: str) -> None:

@@ -25,6 +25,9 @@ def _choice(*values: str) -> dict:
 
 
 IDENT = {"identifier": True}
+# Names that end up in MLflow tags, table rows and file names.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_ID = {"run_id": True}
 METHODS = ("climb", "climb-paper", "regmix", "doremi", "random", "uniform", "token-prop")
 
 
@@ -88,6 +91,10 @@ class IngestConfig:
     text_unit: str = field(default="file", metadata=_choice("file", "paragraph", "line"))
     # Rejects keep this much of the offending record so a person can see it.
     reject_sample_chars: int = 1000
+    # One runaway record (a dump, a log) must not become most of a cluster's tokens: longer texts
+    # are rejected with the reason, or cut to the limit.
+    max_doc_chars: int = 1_000_000
+    long_docs: str = field(default="reject", metadata=_choice("reject", "truncate"))
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,12 @@ class AnnotateConfig:
     max_chars: int = 6000
     # Results are committed to Delta every this many documents, so a killed run loses little.
     commit_every: int = 500
+    # The endpoint is given up on (one line, exit 5) after this many consecutive transport failures
+    # (timeouts, refused or cut-short connections) with no answer for breaker_s seconds.
+    breaker_after: int = 8
+    breaker_s: float = 120.0
+    # A progress line at least this often while documents are being labelled.
+    progress_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -238,7 +251,7 @@ class SearchConfig:
     method: str = field(default="climb", metadata=_choice(*METHODS))
     # null: derived from the method, the pools and the search and proxy settings, so running the
     # same command again resumes (or reuses) the same search.
-    search_id: str | None = None
+    search_id: str | None = field(default=None, metadata=RUN_ID)
     # Proxies per iteration (the paper's 4:2:1); regmix and random spend the sum in one round.
     budget: list[int] = field(default_factory=lambda: [64, 32, 16])
     seed: int = 42
@@ -289,7 +302,7 @@ class CompareConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     # null: the mixture of the search that these settings run with `method`.
-    search_id: str | None = None
+    search_id: str | None = field(default=None, metadata=RUN_ID)
     method: str = field(default="climb", metadata=_choice(*METHODS))
     # Tokens (the tables' word-and-punctuation count) to export; 0 = all tokens of the kept clusters.
     token_budget: int = 0
@@ -297,6 +310,8 @@ class ExportConfig:
     format: str = field(default="jsonl", metadata=_choice("jsonl", "parquet"))
     shards: int = 8
     seed: int = 42
+    # The manifest and the summary warn when one document is more than this share of the tokens.
+    max_doc_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -352,7 +367,47 @@ def load(profiles: Sequence[str | Path], overrides: Sequence[str] = ()) -> Confi
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+# Numbers that must be positive or within bounds (the rest only must not be negative): each would
+# otherwise reach Spark, torch or a file name and fail there as a traceback, or pass silently
+# (proxy.steps=0 trains nothing and scores every mixture the same).
+_AT_LEAST_1 = (
+    "corpus.max_docs corpus.chunk_chars embed.batch_size embed.max_seq_length annotate.sample_docs "
+    "annotate.concurrency annotate.max_chars annotate.commit_every annotate.breaker_after quality.epoch "
+    "quality.word_ngrams quality.dim cluster.k cluster.niter cluster.max_points_per_centroid "
+    "ingest.max_doc_chars target.max_tokens proxy.vocab_size proxy.tokenizer_sample_docs proxy.d_model "
+    "proxy.n_layers proxy.n_heads proxy.seq_len proxy.batch_size proxy.steps proxy.log_every "
+    "search.strengths search.oversample search.candidates search.top_min search.top_mean_n export.shards"
+).split()
+_ABOVE_0 = "annotate.timeout_s annotate.progress_s quality.lr proxy.lr search.temperature search.strength_min search.cap".split()
+_FRACTION = {"quality.holdout_fraction": (0.0, 1.0), "export.max_doc_share": (0.0, 1.0)}
+_SCORE = "prune.paper_threshold prune.curator_ad_min prune.curator_other_min".split()
+
+
+def _value(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key in _AT_LEAST_1:
+        if _value(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {_value(cfg, key)}")
+    for key in _ABOVE_0:
+        if not _value(cfg, key) > 0:
+            raise ConfigError(f"{key}: must be positive, got {_value(cfg, key)}")
+    for key, (lo, hi) in _FRACTION.items():
+        if not lo <= _value(cfg, key) < hi:
+            raise ConfigError(f"{key}: must be in [{lo:g}, {hi:g}), got {_value(cfg, key)}")
+    for key in _SCORE:
+        if not 0 <= _value(cfg, key) <= 5:
+            raise ConfigError(f"{key}: a rubric score in [0, 5], got {_value(cfg, key)}")
+    if cfg.search.strength_max < cfg.search.strength_min:
+        raise ConfigError("search.strength_max: must not be below search.strength_min")
 
 
 def _deep_merge(base: dict, top: Mapping) -> dict:
@@ -445,6 +500,9 @@ def _convert(tp: Any, value: Any, key: str, meta: Mapping = types.MappingProxyTy
             raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
         if meta.get("identifier") and not IDENTIFIER.match(value):
             raise ConfigError(f"{key}: {value!r} is not a valid identifier (letters, digits, _)")
+        if meta.get("run_id") and not SAFE_ID.match(value):
+            raise ConfigError(f"{key}: {value!r} is not a valid id (up to 64 letters, digits, '_', '.', '-', "
+                              "starting with a letter or digit)")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")
 

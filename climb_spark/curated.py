@@ -7,17 +7,49 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.errors import PreconditionError
-from climb_spark.lakehouse.tables import CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, SUPER_CLUSTERS, Lakehouse
+from climb_spark.errors import InputError, PreconditionError
+from climb_spark.ids import cluster_fit_id
+from climb_spark.lakehouse.delta import table_version
+from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
+                                          SUPER_CLUSTERS, Lakehouse)
 
 
 def super_clusters(spark: SparkSession, cfg: Config) -> list[dict]:
-    """The super_clusters rows in id order; an empty table means prune has not run."""
+    """The super_clusters rows in id order, after checking they agree with the tables below them."""
     lake = Lakehouse(cfg.lakehouse)
     rows = [r.asDict() for r in spark.table(lake.ensure(spark, SUPER_CLUSTERS)).orderBy("super_cluster_id").collect()]
     if not rows:
-        raise PreconditionError("the super_clusters table is empty: run `climb-spark prune` first")
+        if spark.table(lake.ensure(spark, CLUSTER_STATS)).isEmpty():
+            raise PreconditionError("the super_clusters table is empty: run `climb-spark prune` first")
+        raise InputError("prune kept no cluster, so there is nothing to search or export: see cluster_stats.rule, "
+                         "then lower the prune thresholds and re-run `climb-spark prune`")
+    check_lineage(spark, cfg, rows)
     return rows
+
+
+def check_lineage(spark: SparkSession, cfg: Config, supers: list[dict]) -> None:
+    """Refuse tables produced from different upstream states. Each stage replaces its tables in
+    one commit per table, so a stage killed between two commits, or an upstream stage re-run
+    without the ones after it, leaves neighbours that disagree; reading them would silently drop
+    or mislabel documents."""
+    lake = Lakehouse(cfg.lakehouse)
+    features = table_version(spark, lake.ensure(spark, DOC_FEATURES))
+    current = cluster_fit_id(cfg, features)
+    fitted = {r[0] for r in spark.table(lake.ensure(spark, CENTROIDS)).select("cluster_run_id").distinct().collect()}
+    if fitted != {current}:
+        raise PreconditionError(f"doc_features (version {features}) changed since the clustering {sorted(fitted)} "
+                                "was fitted, or the cluster settings did: re-run `climb-spark cluster`, then prune")
+    pruned = {s["cluster_run_id"] for s in supers}
+    if pruned != {current}:
+        raise PreconditionError(f"super_clusters come from clustering {sorted(pruned)}, not the current {current}: "
+                                "re-run `climb-spark prune`")
+    stats = spark.table(lake.ensure(spark, CLUSTER_STATS)).where("kept").select(
+        "cluster_id", "super_cluster_id", "cluster_run_id").collect()
+    by_stats = {(r["cluster_id"], r["super_cluster_id"], r["cluster_run_id"]) for r in stats}
+    by_supers = {(c, s["super_cluster_id"], s["cluster_run_id"]) for s in supers for c in s["member_clusters"]}
+    if by_stats != by_supers:
+        raise PreconditionError("cluster_stats and super_clusters disagree on which kept cluster is in which "
+                                "super-cluster (a prune that did not finish): re-run `climb-spark prune`")
 
 
 def kept_documents(spark: SparkSession, cfg: Config) -> DataFrame:

@@ -29,3 +29,41 @@ class InputError(ClimbError, ValueError):
 
     kind = "input error"
     exit_code = 4
+
+
+class ServiceError(ClimbError):
+    """A service the stage needs (a teacher endpoint) stopped answering; the work done so far is
+    kept and a re-run goes on from it."""
+
+    kind = "service unavailable"
+    exit_code = 5
+
+
+class BusyError(ClimbError):
+    """Another job holds what this one needs exclusively (a local lakehouse's catalog)."""
+
+    kind = "lakehouse busy"
+    exit_code = 6
+
+
+class DiskFullError(ClimbError):
+    """A write ran out of space; what was committed before it stands, the failed write does not."""
+
+    kind = "disk full"
+    exit_code = 7
+
+
+def disk_full(err: BaseException) -> DiskFullError | None:
+    """The disk-full error buried in an exception chain (a Py4J trace from the JVM, an OSError)."""
+    import errno
+
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return DiskFullError(f"no space left on device ({seen.filename or 'a local write'})")
+        text = str(seen)
+        if "No space left on device" in text:
+            line = next(ln.strip() for ln in text.splitlines() if "No space left on device" in ln)
+            return DiskFullError(f"no space left on device ({line[:300]})")
+        seen = seen.__cause__ or seen.__context__
+    return None

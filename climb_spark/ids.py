@@ -15,6 +15,12 @@ def content_id(key: Any, length: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+def cluster_fit_id(cfg: Config, features_version: int) -> str:
+    """A clustering's id: the cluster settings and the doc_features version it was fitted on."""
+    key = {"cluster": dataclasses.asdict(cfg.cluster), "normalize": cfg.embed.normalize, "features": features_version}
+    return content_id(key, 12)
+
+
 def pool_id(cfg: Config, supers: list[dict]) -> str:
     """The token pool's id: the super-clusters it covers, the target and the tokenizer settings."""
     key = {"super_clusters": [(s["super_cluster_id"], s["member_clusters"], s["cluster_run_id"]) for s in supers],

@@ -5,7 +5,7 @@ import math
 import time
 from pathlib import Path
 
-from climb_spark.config import MlflowConfig, is_local_path
+from climb_spark.config import SAFE_ID, MlflowConfig, is_local_path
 from climb_spark.errors import ConfigError
 
 
@@ -54,7 +54,7 @@ class SearchRun:
         self.client = MlflowClient()
         self.search_id = search_id
         self._steps: dict[str, set[int]] = {}
-        found = self.client.search_runs([self.experiment_id], f"tags.`climb.search_id` = '{search_id}' "
+        found = self.client.search_runs([self.experiment_id], f"tags.`climb.search_id` = {_literal(search_id)} "
                                         "and tags.`climb.role` = 'search'", max_results=1)
         if found:
             self.run_id = found[0].info.run_id
@@ -64,7 +64,7 @@ class SearchRun:
                                          tags={"climb.search_id": search_id, "climb.role": "search"})
             self.run_id = run.info.run_id
             self.client.log_batch(self.run_id, params=_params(params))
-        children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+        children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = {_literal(self.run_id)}",
                                            max_results=50000)
         self.children = {r.data.tags.get("climb.proxy_key"): r.info.run_id for r in children}
 
@@ -139,8 +139,21 @@ class SearchRun:
     def finish(self) -> None:
         self.client.set_terminated(self.run_id)
 
+    def fail(self, reason: str) -> None:
+        """The run stops as FAILED with the reason as a tag, so the UI never shows it running."""
+        self.client.set_tag(self.run_id, "climb.error", reason[:5000])
+        self.client.set_terminated(self.run_id, status="FAILED")
+
 
 def _params(params: dict[str, object]):
     from mlflow.entities import Param
 
     return [Param(k, str(v)[:6000]) for k, v in params.items()]
+
+
+def _literal(value: str) -> str:
+    """A value quoted for an MLflow filter string. MLflow has no bound parameters, so only ids of
+    the safe shape are let through: one with a quote could widen the filter to another run."""
+    if not SAFE_ID.match(value):
+        raise ConfigError(f"not a safe id for an MLflow filter: {value!r}")
+    return f"'{value}'"

@@ -2,11 +2,14 @@
 
 The document text decides the behaviour: RATELIMIT gets a 429 on its first request, SLOW sleeps
 past the client's timeout on its first request, GARBAGE gets prose, RANGE gets a 7, BROKEN gets
-500 on every request while `broken` is set, anything else gets scores derived from its length.
+500 on every request while `broken` is set, CUTSHORT gets half its promised body then a closed
+connection and BADGZIP a body that says gzip and is not, on their first request; anything else
+gets scores derived from its length. `DeadEndpoint` accepts connections and never answers.
 """
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -41,6 +44,15 @@ class ChatServer:
                     time.sleep(1.5)
                 if "BROKEN" in doc and server.broken:
                     return self._send(500, {"error": "boom"})
+                if "CUTSHORT" in doc and n == 1:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "4000")
+                    self.end_headers()
+                    self.wfile.write(b'{"id": "x", "choices": [')
+                    self.close_connection = True
+                    return
+                if "BADGZIP" in doc and n == 1:
+                    return self._send(200, {"id": "x"}, {"Content-Encoding": "gzip"})
                 if "GARBAGE" in doc:
                     content = "I think this document is rather nice."
                 elif "RANGE" in doc:
@@ -77,3 +89,19 @@ class ChatServer:
 
     def count(self, marker: str) -> int:
         return sum(n for doc, n in self.requests.items() if marker in doc)
+
+
+class DeadEndpoint:
+    """A listening socket nobody reads from: connections open, requests are never answered."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def __enter__(self) -> "DeadEndpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()

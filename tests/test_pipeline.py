@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -210,7 +211,7 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
         mix = spark.table("climb.training_mix").where(F.col("export_id") == "{export_id}")
         out["tokens"] = {{r[0]: r[1] for r in mix.groupBy("super_cluster_id").agg(F.sum("n_tokens")).collect()}}
         out["dup_keys"] = mix.groupBy("doc_id", "copy").count().where("count > 1").count()
-        out["shards"] = spark.read.parquet("{path}/data").count()
+        out["shards"] = spark.read.parquet("{manifest['data']}").count()
         out["rows"] = mix.count()
         out["target_docs"] = mix.join(kept_documents(spark, cfg).where(target_filter(cfg)),
                                       "doc_id").count()
@@ -229,6 +230,39 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
             assert got == 0
         assert c["weight"] == 0 or c["weight"] >= 2e-4  # the final mixture has no dust weights
     assert abs(total - budget) <= 0.25 * budget
+
+
+def test_a_re_export_killed_mid_write_leaves_the_previous_export_whole(pipeline):
+    import pyarrow.dataset as ds
+
+    sets = {**pipeline[0], "export.format": "parquet", "export.shards": "2"}
+    done = climb("export", sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = Path(re.search(r"export export-\w+ from search climb-\w+: .* -> (\S+)", done.stdout).group(1))
+    before = (path / "manifest.json").read_text()
+    old = json.loads(before)
+    proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "export", *cli_args(sets)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # The exact point: the new attempt has begun writing its shards, the manifest is not replaced.
+        while not [d for d in path.glob("data-*") if str(d) != old["data"] and any(d.iterdir())]:
+            assert proc.poll() is None, "the export finished before its data folder appeared"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert (path / "manifest.json").read_text() == before
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (path / "manifest.json").read_text() == before
+    assert ds.dataset(old["data"], format="parquet").count_rows() == old["total_docs"]
+
+    again = climb("export", sets)
+    assert again.returncode == 0, again.stderr[-3000:]
+    new = json.loads((path / "manifest.json").read_text())
+    assert new["data"] != old["data"] and new["total_docs"] == old["total_docs"]
+    # The previous attempt and the killed one's leftovers are gone once the new manifest is in place.
+    assert [str(d) for d in path.glob("data*")] == [new["data"]]
+    assert ds.dataset(new["data"], format="parquet").count_rows() == new["total_docs"]
 
 
 def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
@@ -316,6 +350,52 @@ def test_running_the_main_job_again_leaves_the_same_tables(pipeline):
     assert "training 0" in again.stdout and " done, score " not in again.stdout  # no proxy retrained
     after = query(sets, SNAPSHOT)["tables"]
     assert after == before
+
+
+def delta_versions(lake: Path, table: str) -> set[str]:
+    return {f.name for f in (lake / "warehouse" / "climb.db" / table / "_delta_log").glob("*.json")}
+
+
+def test_a_prune_killed_between_its_two_commits_is_refused_downstream_not_used(pipeline):
+    sets, stdout = pipeline
+    lake = Path(sets["lakehouse.root"])
+    stats_before, supers_before = delta_versions(lake, "cluster_stats"), delta_versions(lake, "super_clusters")
+    merged = int(re.search(r"merged into (\d+) super-clusters", stdout).group(1))
+    # A different merge, so the two tables' memberships change.
+    other = {**sets, "prune.target_super_clusters": "1" if merged > 1 else "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "prune", *cli_args(other)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # The exact point: cluster_stats has its new commit, super_clusters not yet.
+        while delta_versions(lake, "cluster_stats") == stats_before:
+            assert proc.poll() is None, "prune finished before its first commit was seen"
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert delta_versions(lake, "super_clusters") == supers_before, "killed too late: both commits were in"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for command in ("export", "search"):
+        done = climb(command, sets)
+        assert done.returncode == 3, (command, done.stdout[-2000:], done.stderr[-2000:])
+        assert done.stderr.strip().splitlines()[-1] == (
+            "climb-spark: precondition: cluster_stats and super_clusters disagree on which kept cluster is in "
+            "which super-cluster (a prune that did not finish): re-run `climb-spark prune`")
+    assert climb("prune", sets).returncode == 0  # the repair the message names
+    assert climb("export", sets).returncode == 0
+
+
+def test_a_clustering_newer_than_the_super_clusters_is_refused_until_prune_runs(pipeline):
+    sets, _ = pipeline
+    assert climb("cluster", {**sets, "cluster.seed": "7"}).returncode == 0  # re-clustered, prune not re-run
+    done = climb("search", sets)
+    assert done.returncode == 3, done.stderr[-2000:]
+    # The settings differ from the new clustering's, so cluster is named first; with them, prune.
+    assert "re-run `climb-spark cluster`, then prune" in done.stderr.strip().splitlines()[-1]
+    done = climb("export", {**sets, "cluster.seed": "7"})
+    assert done.returncode == 3 and "re-run `climb-spark prune`" in done.stderr.strip().splitlines()[-1]
+    assert climb("cluster", sets).returncode == 0  # back to the clustering prune used: consistent again
+    assert climb("export", sets).returncode == 0
 
 
 @pytest.mark.parametrize("name, figures", [("explore_documents", 0), ("explore_clusters", 2), ("review_search", 2)])

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 
 @contextmanager
@@ -51,8 +51,7 @@ def replace_all(rows: DataFrame, table: str) -> None:
     rows.writeTo(table).overwrite(F.lit(True))
 
 
-def replace_where(table: str, rows: DataFrame, condition: str) -> None:
-    """Atomically replace the rows of `table` matching a SQL condition with `rows`."""
-    from pyspark.sql import functions as F
-
-    rows.writeTo(table).overwrite(F.expr(condition))
+def replace_where(table: str, rows: DataFrame, condition: Column) -> None:
+    """Atomically replace the rows of `table` matching `condition` with `rows` (a Column, so no
+    value is ever pasted into SQL text)."""
+    rows.writeTo(table).overwrite(condition)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
+from climb_spark.errors import BusyError
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -47,6 +48,40 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
+# This process's lock on each local lakehouse it opened, released when the process ends.
+_HELD: dict[Path, object] = {}
+
+
+def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> None:
+    """One job at a time on a local lakehouse: its catalog is embedded Derby, which serves one
+    JVM, and a second job would otherwise fail deep inside Hive with thousands of lines."""
+    import fcntl
+    import time
+
+    if root in _HELD:
+        return
+    handle = open(root / ".climb-spark.lock", "a+")
+    deadline = time.monotonic() + wait_s  # a job that was just killed may take a moment to exit
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that did not say"
+                handle.close()
+                raise BusyError(f"the local lakehouse {root} is in use by another job ({holder}); its catalog "
+                                "(embedded Derby) serves one job at a time: wait for it, or give this job "
+                                "its own lakehouse.root") from None
+            time.sleep(0.2)
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}: {' '.join(os.path.basename(a) for a in sys.argv[:2])}, since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    _HELD[root] = handle
+
+
 def build_session(cfg: Config) -> SparkSession:
     builder = SparkSession.builder
     # Under spark-submit the JVM already runs with the submitter's master; the profile's
@@ -61,6 +96,7 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
         _local_root(cfg).mkdir(parents=True, exist_ok=True)
+        hold_local_lakehouse(_local_root(cfg))
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from climb_spark.config import LakehouseConfig
+from climb_spark.errors import PreconditionError
 from climb_spark.rubric import CRITERIA
 
 
@@ -105,19 +106,53 @@ class Lakehouse:
         return spark.catalog.tableExists(self.name(spec).replace("`", ""))
 
     def ensure(self, spark: SparkSession, spec: TableSpec) -> str:
+        from pyspark.errors import AnalysisException
+
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}")
         name = self.name(spec)
-        spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {name} ({_ddl(spec.schema)}) USING DELTA "
-            f"COMMENT '{spec.comment.replace(chr(39), '')}'"
-        )
+        create = (f"CREATE TABLE IF NOT EXISTS {name} ({_ddl(spec.schema)}) USING DELTA "
+                  f"COMMENT '{spec.comment.replace(chr(39), '')}'")
+        try:
+            spark.sql(create)
+        except AnalysisException as err:
+            if "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" not in str(err):
+                raise
+            clear_half_created(name, str(err))
+            spark.sql(create)
         return name
 
     def table(self, spark: SparkSession, spec: TableSpec) -> DataFrame:
         return spark.table(self.name(spec))
 
 
+def clear_half_created(name: str, message: str) -> None:
+    """A job killed inside CREATE TABLE leaves the table's first Delta commit (schema only) at its
+    managed location but no catalog entry, and every later CREATE fails on the non-empty folder.
+    Such a folder holds no data, so it is removed and the table created again; a folder with data
+    is left alone and named."""
+    import re
+
+    from pyarrow import fs
+
+    found = re.search(r"location \('([^']+)'\)", message)
+    if not found:
+        raise PreconditionError(f"table {name}: its location is not empty and not a Delta table ({message[:300]})")
+    uri = found.group(1)
+    filesystem, root = fs.FileSystem.from_uri(uri if "://" in uri else "file://" + uri.removeprefix("file:"))
+    commits = [e.path for e in filesystem.get_file_info(fs.FileSelector(f"{root}/_delta_log", allow_not_found=True))
+               if e.base_name.endswith(".json") and e.base_name[:20].isdigit()]
+    adds = 0
+    for commit in commits:
+        with filesystem.open_input_stream(commit) as f:
+            adds += sum('"add"' in line for line in f.read().decode("utf-8").splitlines())
+    if len(commits) > 1 or adds:
+        raise PreconditionError(f"table {name}: {uri} holds data but the catalog has no such table; register it "
+                                f"(CREATE TABLE {name} USING DELTA LOCATION '{uri}') or move it away")
+    filesystem.delete_dir(root)
+
+
 def _ddl(schema: T.StructType) -> str:
+
     cols = []
     for f in schema.fields:
         col = f"`{f.name}` {f.dataType.simpleString()}"

@@ -9,7 +9,6 @@ give the same rows (the faiss fit is seeded and deterministic).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -20,10 +19,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.errors import InputError
-from climb_spark.ids import content_id
+from climb_spark.errors import InputError, PreconditionError
+from climb_spark.ids import cluster_fit_id
 from climb_spark.lakehouse.delta import replace_all, table_version
-from climb_spark.lakehouse.tables import CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, Lakehouse
+from climb_spark.lakehouse.tables import CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, Lakehouse
 from climb_spark.lakehouse.tasks import task_gpu, worker_cached
 from climb_spark.stages.cluster import kmeans
 from climb_spark.stages.contract import Counted, Stage
@@ -59,12 +58,6 @@ class ClusterReport(Counted):
         return (f"cluster {self.fit_id}: {self.backend} k-means, k={self.k}, {self.metric}, fitted on "
                 f"{self.fitted_on:,} vectors, {self.assigned:,} documents assigned, inertia {self.inertia:,.2f}, "
                 f"{self.seconds:.1f}s")
-
-
-def fit_id(spark: SparkSession, cfg: Config, features_table: str) -> str:
-    key = {"cluster": dataclasses.asdict(cfg.cluster), "normalize": cfg.embed.normalize,
-           "features": table_version(spark, features_table)}
-    return content_id(key, 12)
 
 
 def fit(spark: SparkSession, cfg: Config, vectors: DataFrame, metric: str) -> tuple[np.ndarray, int]:
@@ -115,12 +108,16 @@ def run(spark: SparkSession, cfg: Config) -> ClusterReport:
     feats = lake.ensure(spark, DOC_FEATURES)
     cent_table, assign_table = lake.ensure(spark, CENTROIDS), lake.ensure(spark, DOC_CLUSTERS)
     metric = kmeans.metric_for(cfg.cluster.metric, cfg.embed.normalize)
-    fid = fit_id(spark, cfg, feats)
+    fid = cluster_fit_id(cfg, table_version(spark, feats))
     vectors = spark.table(feats).select("doc_id", "embedding")
     n_docs = vectors.count()
     held = spark.table(assign_table).where(F.col("cluster_run_id") == fid).count()
     if held == n_docs and spark.table(cent_table).where(F.col("cluster_run_id") == fid).count() == cfg.cluster.k:
         return ClusterReport(fid, cfg.cluster.backend, cfg.cluster.k, metric, 0, n_docs, 0.0, 0.0, skipped=True)
+    missing = spark.table(lake.ensure(spark, DOCUMENTS)).join(vectors, "doc_id", "left_anti").count()
+    if missing:
+        raise PreconditionError(f"cluster: {missing:,} documents have no embedding yet (ingested after the last "
+                                "embed): run `climb-spark embed` first")
     if n_docs < cfg.cluster.k:
         raise InputError(f"cluster.k={cfg.cluster.k} but doc_features holds only {n_docs} documents")
 
@@ -142,4 +139,4 @@ def run(spark: SparkSession, cfg: Config) -> ClusterReport:
 
 
 STAGE = Stage("cluster", "k-means over the embeddings, every document assigned to its nearest centroid",
-              reads=(DOC_FEATURES,), writes=(CENTROIDS, DOC_CLUSTERS), run=run)
+              reads=(DOC_FEATURES, DOCUMENTS), writes=(CENTROIDS, DOC_CLUSTERS), run=run)

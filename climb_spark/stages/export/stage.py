@@ -10,6 +10,7 @@ Delta table (replaced per export id) and to shuffled jsonl or parquet shards wit
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from climb_spark.curated import kept_documents, super_clusters, target_filter
 from climb_spark.errors import PreconditionError
 from climb_spark.ids import content_id, pool_id, search_id
 from climb_spark.lakehouse.delta import replace_where, table_version
-from climb_spark.lakehouse.tables import (CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES, SUPER_CLUSTERS,
-                                          TRAINING_MIX, Lakehouse, token_count)
+from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
+                                          SUPER_CLUSTERS, TRAINING_MIX, Lakehouse, token_count)
 from climb_spark.stages.contract import Counted, Files, Stage
 
 HASH_SCALE = 1 << 30
@@ -46,6 +47,7 @@ class ExportReport(Counted):
                 note = f"  repeated x{c['passes']:.2f}: the cluster ran out" if c["passes"] > 1 else ""
                 lines.append(f"  super-cluster {c['super_cluster_id']:3d}: weight {c['weight']:.4f}, "
                              f"share {c['share']:.4f}, {c['docs']:,} docs{note}")
+        lines += [f"  WARNING {w}" for w in m["warnings"]]
         return "\n".join(lines)
 
 
@@ -98,22 +100,26 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
                     F.explode(F.sequence(F.lit(0), F.col("n_copies") - 1)).alias("copy"),
                     "super_cluster_id", "source", "n_tokens", "text"))
     table = lake.ensure(spark, TRAINING_MIX)
-    replace_where(table, rows.select(*TRAINING_MIX.schema.fieldNames()), f"export_id = '{export_id}'")
+    replace_where(table, rows.select(*TRAINING_MIX.schema.fieldNames()), F.col("export_id") == export_id)
 
     exported = spark.table(table).where(F.col("export_id") == export_id)
     got = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in exported.groupBy("super_cluster_id")
            .agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
     total_tokens = sum(t for _, t in got.values())
     out = f"{e.output.rstrip('/')}/{export_id}"
+    # Each attempt writes its own folder and the manifest, replaced whole and last, names it: a
+    # reader following the manifest sees the previous complete export or this one, never a mix.
+    data = f"{out}/data-{uuid.uuid4().hex[:12]}"
     writer = (exported.withColumn("_order", F.xxhash64("doc_id", "copy", F.lit(e.seed)))
               .repartitionByRange(e.shards, "_order").sortWithinPartitions("_order").drop("_order", "export_id")
               .write.mode("overwrite"))
-    (writer.option("compression", "gzip").json(f"{out}/data") if e.format == "jsonl" else writer.parquet(f"{out}/data"))
+    (writer.option("compression", "gzip").json(data) if e.format == "jsonl" else writer.parquet(data))
+    largest = exported.orderBy(F.desc("n_tokens")).select("doc_id", "n_tokens").first()
 
     manifest = {
         "export_id": export_id, "search_id": chosen["search_id"], "method": chosen["method"],
         "pool_id": pool, "token_budget": budget, "seed": e.seed, "format": e.format, "shards": e.shards,
-        "data": f"{out}/data", "table": table, "total_docs": sum(d for d, _ in got.values()),
+        "data": data, "table": table, "total_docs": sum(d for d, _ in got.values()),
         "total_tokens": int(total_tokens),
         "super_clusters": [{"super_cluster_id": int(sc), "weight": float(w), "target_tokens": float(w * budget),
                             "available_tokens": int(t), "passes": float(w * budget / t) if t else 0.0,
@@ -123,26 +129,54 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         "sources": {spec.name: table_version(spark, lake.name(spec))
                     for spec in (DOCUMENTS, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS, MIXTURES)},
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "warnings": [],
     }
+    if largest is not None and total_tokens and largest["n_tokens"] > e.max_doc_share * total_tokens:
+        manifest["warnings"].append(
+            f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "
+            f"(above export.max_doc_share={e.max_doc_share:g}); see ingest.max_doc_chars")
     write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
+    remove_other_attempts(out, data)
     return ExportReport(export_id, chosen["search_id"], out, manifest)
 
 
-def write_text(uri: str, text: str) -> None:
-    """Write a small file next to Spark's output, on local disk or any pyarrow filesystem."""
+def remove_other_attempts(out: str, keep: str) -> None:
+    """Earlier exports' data and what a killed attempt left, once the manifest names `keep`."""
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(out)
+    for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
+        if info.type == fs.FileType.Directory and info.base_name.startswith("data") and \
+                info.base_name != keep.rsplit("/", 1)[1]:
+            filesystem.delete_dir(info.path)
+
+
+def _filesystem(uri: str):
     from pyarrow import fs
 
     if "://" in uri and not uri.startswith("file://"):
-        filesystem, path = fs.FileSystem.from_uri(uri)
-    else:
-        filesystem, path = fs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
+        return fs.FileSystem.from_uri(uri)
+    return fs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small file next to Spark's output, whole or not at all: on a local or HDFS path
+    through a temporary name and a rename, on an object store by its single atomic PUT."""
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(uri)
+    local = isinstance(filesystem, fs.LocalFileSystem)
+    if local:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with filesystem.open_output_stream(path) as f:
+    staged = f"{path}.{uuid.uuid4().hex[:8]}.tmp" if local or isinstance(filesystem, fs.HadoopFileSystem) else path
+    with filesystem.open_output_stream(staged) as f:
         f.write(text.encode("utf-8"))
+    if staged != path:
+        filesystem.move(staged, path)
 
 
 SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)
 
 STAGE = Stage("export", "the chosen mixture materialized as a shuffled training dataset with a manifest",
-              reads=(SUPER_CLUSTERS, CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES),
+              reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES),
               writes=(TRAINING_MIX, SHARDS), run=run, check=check_search)

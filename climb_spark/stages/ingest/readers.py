@@ -29,6 +29,8 @@ class ReadOptions:
     source_field: str = "source"
     text_unit: str = "file"
     reject_sample_chars: int = 1000
+    max_doc_chars: int = 1_000_000
+    long_docs: str = "reject"
 
 
 @dataclass
@@ -149,6 +151,7 @@ def _from_object(path: str, number: int, offset: int | None, value: Any, opts: R
         return rec
     text = value[opts.text_field]
     problem = _text_problem(text, opts.text_field)
+    text, problem = (text, problem) if problem else _fit(text, opts)
     if problem:
         rec.reason, rec.raw = problem, _sample(raw, opts)
         return rec
@@ -168,6 +171,15 @@ def _text_problem(text: Any, field: str) -> str | None:
     if "\x00" in text:
         return "NUL byte in text (binary content)"
     return None
+
+
+def _fit(text: str, opts: ReadOptions) -> tuple[str, str | None]:
+    """A text within ingest.max_doc_chars: cut to it, or a reject reason."""
+    if len(text) <= opts.max_doc_chars:
+        return text, None
+    if opts.long_docs == "truncate":
+        return text[: opts.max_doc_chars], None
+    return text, f"text of {len(text):,} characters is longer than ingest.max_doc_chars={opts.max_doc_chars:,}"
 
 
 def _read_text(path: str, stream, opts: ReadOptions) -> Iterator[Record]:
@@ -205,6 +217,7 @@ def _text_record(path: str, number: int, offset: int, raw: bytes, opts: ReadOpti
     rec = Record(path, number, offset)
     text, problem = _decode(raw)
     problem = problem or _text_problem(text, "text")
+    text, problem = (text, problem) if problem else _fit(text, opts)
     if problem:
         rec.reason, rec.raw = problem, _sample(raw, opts)
         return rec

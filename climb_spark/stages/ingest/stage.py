@@ -6,6 +6,7 @@ or on position (file, line), so a re-run, or a run after a crash, leaves the sam
 """
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -15,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from climb_spark.config import Config, check_input_exists
+from climb_spark.config import Config, check_input_exists, is_local_path
 from climb_spark.corpus import uses_default_corpus
 from climb_spark.lakehouse.delta import merge_insert_only, session_conf
 from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
@@ -99,14 +100,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     run_id = run_id or uuid.uuid4().hex[:12]
     lake = Lakehouse(cfg.lakehouse)
     names = {spec.name: lake.ensure(spark, spec) for spec in (DOCUMENTS, DUPLICATES, REJECTS)}
-    opts = ReadOptions(cfg.ingest.text_field, cfg.ingest.source_field, cfg.ingest.text_unit,
-                       cfg.ingest.reject_sample_chars)
+    i = cfg.ingest
+    opts = ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
     now = F.current_timestamp()
 
     # One file per Arrow batch bounds a Python worker's memory by the largest file.
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
-        files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                 .load(cfg.ingest.input).select("path", "content"))
+        local = local_files(cfg.ingest.input)
+        reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+        files = (reader.load(cfg.ingest.input) if local is None else reader.load(local) if local
+                 else spark.createDataFrame([], "path string, content binary")).select("path", "content")
         parsed = files.mapInPandas(lambda it: parse_files(it, opts), schema=PARSED).persist()
         try:
             report = _write(spark, parsed, names, run_id, now, files.select("path").count())
@@ -115,6 +118,35 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     if not report.balanced:
         raise RuntimeError("ingest accounting does not add up:\n" + report.summary())
     return report
+
+
+def local_files(path: str) -> list[str] | None:
+    """Every file under a local folder once, in a stable order, for Spark to read: a symlinked
+    folder is entered once (a link back up the tree would otherwise be followed until the OS
+    gives up, every file read again at each level), and a file reached by two names is read
+    under the first. Hidden names (., _) are skipped as Spark does. None for remote paths and
+    globs, which Spark lists itself."""
+    if not is_local_path(path) or any(ch in path for ch in "*?["):
+        return None
+    root = path.removeprefix("file://")
+    if os.path.isfile(root):
+        return [os.path.abspath(root)]
+    seen_dirs, seen_files, out = set(), set(), []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if name.startswith((".", "_")) or not os.path.isfile(full):
+                continue
+            if os.path.realpath(full) not in seen_files:
+                seen_files.add(os.path.realpath(full))
+                out.append(os.path.abspath(full))
+    return out
 
 
 def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id: str,

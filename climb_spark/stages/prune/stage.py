@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.errors import PreconditionError
+from climb_spark.errors import InputError, PreconditionError
 from climb_spark.lakehouse.delta import replace_all
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
                                           SUPER_CLUSTERS, Lakehouse, token_count)
@@ -105,10 +105,15 @@ def run(spark: SparkSession, cfg: Config) -> PruneReport:
     stats["top_terms"] = [terms.get(int(c), []) for c in stats["cluster_id"]]
     stats["exemplars"] = [exemplars.get(int(c), []) for c in stats["cluster_id"]]
     stats["cluster_run_id"] = fid
+    # super_clusters is written last: readers check that it agrees with cluster_stats
+    # (curated.check_lineage), so a prune killed between the two commits is refused, not used.
     _write(spark, lake.ensure(spark, CLUSTER_STATS), stats, CLUSTER_STATS)
-
     supers = _super_clusters(stats[stats["kept"]], fid)
     _write(spark, lake.ensure(spark, SUPER_CLUSTERS), supers, SUPER_CLUSTERS)
+    if not kept_ids:
+        best = stats.sort_values("mean_score").iloc[-1]
+        raise InputError(f"prune kept 0 of {len(stats)} clusters under prune.rule={p.rule}; the best one: "
+                         f"{best['rule']} (cluster_stats.rule gives each cluster's reason)")
     return PruneReport(len(stats), len(kept_ids), int(stats.loc[stats["kept"], "n_docs"].sum()),
                        int(stats["n_docs"].sum()), len(supers), p.rule)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.errors import ConfigError
+from climb_spark.errors import ConfigError, ServiceError
 from climb_spark.lakehouse.delta import merge_upsert
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOC_CLUSTERS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
@@ -97,7 +97,7 @@ def run(spark: SparkSession, cfg: Config, environ: Mapping[str, str] = os.enviro
                 F.lit(None).cast("string").alias("error"), F.lit(1).alias("attempts")), **stamp)
             ok, errors = n_pending, 0
         else:
-            ok, errors = _annotate_llm(spark, cfg, table, pending, environ, stamp)
+            ok, errors = _annotate_llm(spark, cfg, table, pending, environ, stamp, n_pending)
     finally:
         chosen.unpersist()
     return AnnotateReport(run_id, teacher, sampled, n_pending, ok, errors, time.monotonic() - started)
@@ -109,27 +109,45 @@ def _teacher(cfg: Config, environ: Mapping[str, str]) -> ChatTeacher:
         raise ConfigError("annotate.base_url and annotate.model are required with annotate.teacher=llm")
     key = environ.get(a.api_key_env) if a.api_key_env else None
     return ChatTeacher(a.base_url, a.model, key, timeout_s=a.timeout_s, max_retries=a.max_retries,
-                       backoff_s=a.backoff_s, max_chars=a.max_chars)
+                       backoff_s=a.backoff_s, max_chars=a.max_chars, breaker_after=a.breaker_after,
+                       breaker_s=a.breaker_s)
 
 
 def _annotate_llm(spark: SparkSession, cfg: Config, table: str, pending: DataFrame,
-                  environ: Mapping[str, str], stamp: dict) -> tuple[int, int]:
+                  environ: Mapping[str, str], stamp: dict, total: int) -> tuple[int, int]:
     teacher = _teacher(cfg, environ)
     ok = errors = 0
+    started = last_line = time.monotonic()
     chunk: list[tuple[str, str]] = []
+
+    def progress(done: int) -> None:
+        nonlocal last_line
+        rate = done / max(time.monotonic() - started, 1e-9)
+        print(f"annotate: {ok + errors:,} of {total:,} done ({errors:,} errors, {rate:.2f} docs/s)", flush=True)
+        last_line = time.monotonic()
+
     with ThreadPoolExecutor(max_workers=max(1, cfg.annotate.concurrency)) as pool:
         def flush() -> None:
             nonlocal ok, errors
-            results = list(pool.map(lambda d: teacher.annotate(d[1]), chunk))
+            futures = {pool.submit(teacher.annotate, text): i for i, (_, text) in enumerate(chunk)}
+            results: list = [None] * len(chunk)
+            for future in as_completed(futures):
+                results[futures[future]] = r = future.result()
+                if r.attempts:  # a document never sent (the breaker opened) gets no row
+                    ok, errors = ok + (r.error is None), errors + (r.error is not None)
+                if time.monotonic() - last_line >= cfg.annotate.progress_s:
+                    progress(ok + errors)
             rows = [(doc_id, *[(r.scores or {}).get(c) for c in CRITERIA], r.raw_response, r.error, r.attempts)
-                    for (doc_id, _), r in zip(chunk, results)]
-            ok += sum(r.error is None for r in results)
-            errors += sum(r.error is not None for r in results)
-            frame = spark.createDataFrame(rows, "doc_id string, " + ", ".join(f"{c} int" for c in CRITERIA)
-                                          + ", raw_response string, error string, attempts int")
-            _write(spark, table, frame, **stamp)
-            print(f"annotate: {ok + errors:,} done ({errors:,} errors)", flush=True)
+                    for (doc_id, _), r in zip(chunk, results) if r.attempts > 0]
+            if rows:
+                frame = spark.createDataFrame(rows, "doc_id string, " + ", ".join(f"{c} int" for c in CRITERIA)
+                                              + ", raw_response string, error string, attempts int")
+                _write(spark, table, frame, **stamp)
+            progress(ok + errors)
             chunk.clear()
+            if teacher.broken:
+                raise ServiceError(f"annotate: stopped after {ok:,} labels and {errors:,} errors: {teacher.broken}. "
+                                   "What was done is committed; a re-run goes on from there.")
 
         for row in pending.toLocalIterator():
             chunk.append((row["doc_id"], row["text"]))

@@ -1,8 +1,11 @@
 """An LLM teacher behind any OpenAI-compatible chat-completions endpoint (vLLM, NIM, hosted APIs).
 
-Plain Python: one document in, one `Annotation` out, never an exception. A 429, a 5xx, a timeout or
-a dropped connection is retried with exponential backoff (honouring Retry-After); an answer that
-is not the rubric's JSON, or is out of range, is an error row that a later run retries.
+Plain Python: one document in, one `Annotation` out, never an exception. A 429, a 5xx, a timeout, a
+dropped or cut-short connection or an undecodable body is retried with exponential backoff
+(honouring Retry-After); an answer that is not the rubric's JSON, or is out of range, is an error
+row that a later run retries. A circuit breaker shared by all threads gives up on an endpoint that
+has failed `breaker_after` transport attempts in a row and answered nothing for `breaker_s`
+seconds: later calls return at once, and `broken` says why.
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ class ChatTeacher:
 
     def __init__(self, base_url: str, model: str, api_key: str | None, *, timeout_s: float = 60.0,
                  max_retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 max_chars: int = 6000, temperature: float = 0.0):
+                 max_chars: int = 6000, temperature: float = 0.0, breaker_after: int = 8,
+                 breaker_s: float = 120.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self._headers = {"Content-Type": "application/json"}
@@ -72,6 +76,11 @@ class ChatTeacher:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_chars, self.temperature = max_chars, temperature
         self._local = threading.local()
+        self.breaker_after, self.breaker_s = breaker_after, breaker_s
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._last_answer = time.monotonic()
+        self.broken: str | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatTeacher(url={self.url!r}, model={self.model!r})"
@@ -88,28 +97,49 @@ class ChatTeacher:
             "messages": [{"role": "system", "content": SYSTEM_PROMPT},
                          {"role": "user", "content": "Document:\n" + text[: self.max_chars]}],
         }
-        last_error = "no attempt made"
+        last_error, made = "no attempt made", 0
         for attempt in range(1, self.max_retries + 2):
+            if self.broken:
+                if not made:
+                    return Annotation(None, None, f"not sent: {self.broken}", 0)
+                last_error += " (the endpoint's circuit breaker is open)"
+                break
+            made = attempt
             try:
                 resp = self._session().post(self.url, json=body, headers=self._headers, timeout=self.timeout_s)
+                payload = resp.text
             except requests.Timeout:
                 last_error = f"timeout after {self.timeout_s:g}s"
                 retry_after = None
-            except requests.ConnectionError as err:
-                last_error = f"connection error: {type(err).__name__}"
+                self._transport_failed(last_error)
+            except requests.RequestException as err:  # refused, reset, cut short, undecodable body
+                last_error = f"transport error: {type(err).__name__}"
                 retry_after = None
+                self._transport_failed(last_error)
             else:
+                self._answered()
                 if resp.status_code == 200:
-                    return self._parse(resp.text, attempt)
-                last_error = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                    return self._parse(payload, attempt)
+                last_error = f"HTTP {resp.status_code}: {payload[:200]}"
                 if resp.status_code != 429 and resp.status_code < 500:
-                    return Annotation(None, resp.text[:2000], last_error, attempt)
+                    return Annotation(None, payload[:2000], last_error, attempt)
                 retry_after = _retry_after(resp)
-            if attempt <= self.max_retries:
+            if attempt <= self.max_retries and not self.broken:
                 delay = retry_after if retry_after is not None else self.backoff_s * 2 ** (attempt - 1)
                 time.sleep(min(delay, self.max_backoff_s))
-        return Annotation(None, None, f"gave up after {self.max_retries + 1} attempts: {last_error}",
-                          self.max_retries + 1)
+        return Annotation(None, None, f"gave up after {made} attempts: {last_error}", made)
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._failures, self._last_answer = 0, time.monotonic()
+
+    def _transport_failed(self, error: str) -> None:
+        with self._lock:
+            self._failures += 1
+            silent = time.monotonic() - self._last_answer
+            if self._failures >= self.breaker_after and silent >= self.breaker_s and not self.broken:
+                self.broken = (f"{self.url} failed {self._failures} attempts in a row and answered nothing for "
+                               f"{silent:.0f}s (last: {error})")
 
     def _parse(self, payload: str, attempt: int) -> Annotation:
         try:

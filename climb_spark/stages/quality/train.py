@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from climb_spark import tracking
 from climb_spark.config import Config
-from climb_spark.errors import PreconditionError
+from climb_spark.errors import InputError, PreconditionError
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Counted, Stage
@@ -88,7 +88,11 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
     if not rows:
         raise PreconditionError(f"train-quality: no usable {teacher} annotations; run `climb-spark annotate` first")
     held = [r for r in rows if is_holdout(r["doc_id"], q.holdout_fraction)]
-    train = [r for r in rows if not is_holdout(r["doc_id"], q.holdout_fraction)] or rows
+    train = [r for r in rows if not is_holdout(r["doc_id"], q.holdout_fraction)]
+    if not train:  # training on the held-out rows would report their accuracy as if unseen
+        raise InputError(f"train-quality: all {len(rows)} usable annotations fall in the held-out slice "
+                         f"(quality.holdout_fraction={q.holdout_fraction:g}): annotate more documents "
+                         "(annotate.sample_docs) or lower the fraction")
 
     experiment_id = tracking.experiment(cfg.mlflow)
     metrics: dict[str, dict[str, float]] = {}

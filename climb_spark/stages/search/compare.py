@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 from climb_spark.config import Config
 from climb_spark.ids import content_id
 from climb_spark.lakehouse.delta import replace_where
-from climb_spark.lakehouse.tables import (CLUSTER_STATS, COMPARISONS, DOC_CLUSTERS, DOCUMENTS, MIXTURES, PROXY_RESULTS,
-                                          SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
+from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, COMPARISONS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
+                                          MIXTURES, PROXY_RESULTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
 from climb_spark.proxy import pools
 from climb_spark.proxy.runner import ProxyRunner, ProxySpec
 from climb_spark.stages.contract import Counted, Stage
@@ -86,7 +86,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
     # The id covers everything the scores depend on, and every proxy is reused on a re-run: rows
     # already there are the same rows, so they stay (with their created_at).
     if spark.table(table).where(F.col("compare_id") == cid).count() != len(rows):
-        replace_where(table, spark.createDataFrame(rows, COMPARISONS.schema), f"compare_id = '{cid}'")
+        replace_where(table, spark.createDataFrame(rows, COMPARISONS.schema), F.col("compare_id") == cid)
     return CompareReport(cid, rows, tracker.run_id)
 
 
@@ -96,5 +96,5 @@ def _std(values: np.ndarray) -> float:
 
 
 STAGE = Stage("compare", "each method's final mixture re-trained on fresh seeds, side by side",
-              reads=(SUPER_CLUSTERS, CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS),
+              reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS),
               writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES, COMPARISONS), run=run, check=search.check)

@@ -19,10 +19,11 @@ from pyspark.sql import functions as F
 
 from climb_spark import tracking
 from climb_spark.config import Config, check_method, check_search
+from climb_spark.errors import ClimbError
 from climb_spark.ids import search_id
 from climb_spark.lakehouse.delta import merge_upsert
-from climb_spark.lakehouse.tables import (CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS, MIXTURES, PROXY_RESULTS,
-                                          SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
+from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
+                                          PROXY_RESULTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
 from climb_spark.proxy import pools
 from climb_spark.proxy.runner import ProxyRunner, ProxySpec
 from climb_spark.stages.contract import Counted, Stage
@@ -89,11 +90,15 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
 
     table = lake.ensure(spark, MIXTURES)
     before = spark.table(table).where(F.col("search_id") == sid).select("weights", "n_proxies").first()
-    if method == "doremi":
-        result = doremi.run(spark, cfg, pool, prior, sid, tracker, log, list(before["weights"]) if before else None)
-    else:
-        result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
-                              on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+    try:
+        if method == "doremi":
+            result = doremi.run(spark, cfg, pool, prior, sid, tracker, log, list(before["weights"]) if before else None)
+        else:
+            result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
+                                  on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+    except ClimbError as err:
+        tracker.fail(str(err))
+        raise
     n_proxies = result.extra.get("proxies", len(history))
     weights, predicted = result.weights, result.predicted
     for warning in result.warnings:
@@ -153,5 +158,5 @@ def check(cfg: Config) -> None:
 
 
 STAGE = Stage("search", "mixtures over super-clusters, proxies trained on them, a predictor, the final mixture",
-              reads=(SUPER_CLUSTERS, CLUSTER_STATS, DOC_CLUSTERS, DOCUMENTS),
+              reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS),
               writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES), run=run, check=check)

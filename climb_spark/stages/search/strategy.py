@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from climb_spark.config import SearchConfig
+from climb_spark.errors import InputError
 from climb_spark.stages.search import predictor, samplers
 
 Evaluate = Callable[[np.ndarray, int], Sequence[float]]
@@ -132,6 +133,12 @@ class _Search:
         if scores.shape != (len(weights),) or not np.all(np.isfinite(scores)):
             raise ValueError(f"evaluate returned {scores!r} for {len(weights)} mixtures; "
                              "it must return one finite score per mixture")
+        distinct = len(np.unique(np.round(weights, 6), axis=0))
+        if distinct > 1 and np.ptp(scores) == 0:
+            # Not a result: a search over identical scores would pick a mixture at random.
+            raise InputError(f"search: all {len(scores)} proxies of iteration {iteration} scored exactly "
+                             f"{scores[0]:.6f} on {distinct} different mixtures: the proxies learned nothing "
+                             "(check proxy.steps and the token pools)")
         self.history.extend(Pair(iteration, np.asarray(w, dtype=np.float64), float(v))
                             for w, v in zip(weights, scores))
 

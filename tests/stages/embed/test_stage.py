@@ -14,7 +14,8 @@ from climb_spark.stages.quality import annotate, train
 
 
 def test_embed_and_label_is_complete_incremental_and_idempotent(spark, cfg, tmp_path):
-    cfg = cfg.replace({"quality.model_dir": str(tmp_path / "quality"), "embed.partitions": 3})
+    cfg = cfg.replace({"quality.model_dir": str(tmp_path / "quality"), "embed.partitions": 3,
+                       "ingest.max_doc_chars": 2_000_000})  # the 1 MB document below is embedded, not rejected
     build(CorpusConfig(output=cfg.ingest.input, max_docs=60, seed=5))
     huge = " ".join(["A very long document about rivers and their valleys."] * 20000)
     (Path(cfg.ingest.input) / "huge.jsonl").write_text(json.dumps({"text": huge}) + "\n")

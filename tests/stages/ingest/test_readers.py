@@ -113,3 +113,14 @@ def test_file_kinds(name, kind):
 def test_unsupported_file_is_one_reject():
     (rec,) = read("/x/data.csv", b"a,b\n1,2\n")
     assert rec.reason == "unsupported file type: data.csv" and rec.raw.startswith("a,b")
+
+
+def test_a_runaway_document_is_rejected_with_its_size_or_truncated():
+    huge = "word " * 300
+    line = json.dumps({"text": huge}).encode() + b"\n"
+    (rec,) = read("a.jsonl", line, max_doc_chars=1000)
+    assert rec.reason == "text of 1,500 characters is longer than ingest.max_doc_chars=1,000" and rec.text is None
+    (cut,) = read("a.jsonl", line, max_doc_chars=1000, long_docs="truncate")
+    assert cut.reason is None and len(cut.text) == 1000
+    (text,) = read("a.txt", huge.encode(), max_doc_chars=1000)
+    assert text.reason.startswith("text of 1,500 characters")

@@ -138,7 +138,8 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
     assert report.balanced
     assert report.input_records == counts["documents"] + counts["duplicates"] + counts["rejects"]
     docs = {r["text"][:20]: r for r in t["documents"].select("text", "source", "n_chars", "file").collect()}
-    assert docs["word word word word "]["n_chars"] == len(big)
+    # The 50 MB line is read whole and rejected for its size (ingest.max_doc_chars), not dropped.
+    assert "word word word word " not in docs
     assert {t[:20] for t in ("small", "fine", "数据混合的聚类方法", "تنقية البيانات على نطاق واسع")} <= set(docs)
     reasons = {}
     for r in t["rejects"].collect():
@@ -148,6 +149,7 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
             "JSON value is an array, not an object"} <= reasons["types.jsonl"]
     assert reasons["blob.bin"] == {"unsupported file type"}
     assert reasons["blank.txt"] == {"empty or whitespace-only text"}
+    assert reasons["big.jsonl"] == {"text of 50,000,000 characters is longer than ingest.max_doc_chars=1,000,000"}
     assert any(r.startswith("truncated or corrupt gzip") for r in reasons["cut.jsonl.gz"])
     assert reasons["noise.jsonl"] and not any(r["file"].endswith("noise.jsonl") for r in docs.values())
     # Every input line of every file is somewhere: count per file across the three tables.
@@ -157,3 +159,18 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
             key = r["file"].rsplit("/", 1)[1]
             per_file[key] = per_file.get(key, 0) + r["count"]
     assert per_file["types.jsonl"] == 8 and per_file["intl.jsonl"] == 3 and per_file["big.jsonl"] == 2
+
+
+def test_a_symlink_loop_and_a_second_name_are_read_once(spark, cfg):
+    folder = Path(cfg.ingest.input)
+    write_inputs(folder / "real")
+    (folder / "real" / "loop").symlink_to(folder)  # a link back up the tree
+    (folder / "alias.jsonl").symlink_to(folder / "real" / "a.jsonl")  # the same file by another name
+    report = ingest.run(spark, cfg)
+    assert report.balanced and report.files == 6
+    t = tables(spark, cfg)
+    files = {r["file"] for name in t for r in t[name].select("file").distinct().collect()}
+    assert not any("/loop/" in f for f in files)
+    # a.jsonl is read under one of its two names (the first in listing order), not both.
+    assert [f.rsplit("/", 1)[1] for f in files if f.endswith(("alias.jsonl", "/a.jsonl"))] == ["alias.jsonl"]
+    assert t["duplicates"].count() == 2  # the two in write_inputs, none from phantom copies

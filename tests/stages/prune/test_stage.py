@@ -1,5 +1,9 @@
 """The prune stage through Spark on real embeddings: junk is pruned, survivors merge, a re-run is
 a no-op."""
+import pytest
+
+from climb_spark import curated
+from climb_spark.errors import InputError
 from climb_spark.lakehouse.tables import CLUSTER_STATS, SUPER_CLUSTERS, Lakehouse
 from climb_spark.stages.cluster import stage as cluster
 from climb_spark.stages.prune import stage as prune
@@ -36,3 +40,15 @@ def test_junk_is_pruned_and_survivors_merge(spark, cfg, doc_features):
         key = after.columns[0]
         assert before[n].sort_values(key).reset_index(drop=True).to_json() == \
             after.sort_values(key).reset_index(drop=True).to_json(), n
+
+
+def test_a_prune_that_keeps_nothing_says_why_and_so_does_the_search(spark, cfg, doc_features):
+    cfg = cfg.replace({"cluster.k": 5, "prune.rule": "paper", "prune.paper_threshold": 5})
+    cluster.run(spark, cfg)
+    with pytest.raises(InputError, match=r"prune kept 0 of 5 clusters under prune.rule=paper; the best one: "
+                                         r"paper: mean score \d\.\d\d < 5 \(cluster_stats.rule"):
+        prune.run(spark, cfg)
+    lake = Lakehouse(cfg.lakehouse)
+    assert spark.table(lake.name(CLUSTER_STATS)).where("kept").count() == 0
+    with pytest.raises(InputError, match="prune kept no cluster, so there is nothing to search or export"):
+        curated.super_clusters(spark, cfg)

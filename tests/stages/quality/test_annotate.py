@@ -1,17 +1,20 @@
 """Annotate and train-quality through Spark, Delta and a real MLflow store."""
 import json
+import re
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from climb_spark.config import CorpusConfig
 from climb_spark.corpus import build
+from climb_spark.errors import InputError, ServiceError
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOC_CLUSTERS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.ingest import stage as ingest
 from climb_spark.stages.quality import annotate, classifiers, train
-from tests.chat_server import ChatServer
+from tests.chat_server import ChatServer, DeadEndpoint
 
 
 def write_docs(folder: Path, texts):
@@ -45,6 +48,13 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     assert run.data.tags["quality_model_version"] == report.version
     arts = {a.path for a in MlflowClient().list_artifacts(report.mlflow_run_id, "quality_models")}
     assert arts == {f"quality_models/{c}.bin" for c in CRITERIA}
+
+    # Where every annotation is in the held-out slice there is nothing to train on: an error, not
+    # a student trained on its own test set reporting accuracy 1.0.
+    with pytest.raises(InputError, match=r"all 200 usable annotations fall in the held-out slice"):
+        train.run(spark, cfg.replace({"quality.holdout_fraction": 0.9999,
+                                      "quality.model_dir": str(tmp_path / "q2")}))
+    assert not (tmp_path / "q2").exists()
     assert "macro-F1" in report.summary()
 
 
@@ -93,3 +103,29 @@ def test_sample_is_stratified_by_cluster_when_clusters_exist(spark, cfg):
     assert per_cluster == {0: 5, 1: 5}
     assert sorted(r.doc_id for r in chosen.collect()) == sorted(
         r.doc_id for r in annotate.sample(spark, cfg.replace({"annotate.sample_docs": 10})).collect())
+
+
+def test_llm_annotate_stops_at_a_dead_endpoint_keeps_what_it_did_and_shows_progress(spark, cfg, capsys):
+    texts = [f"Document number {i} about the history of canals." for i in range(8)]
+    texts += ["CUTSHORT answer, then fine.", "BADGZIP answer, then fine."]
+    write_docs(Path(cfg.ingest.input), texts)
+    ingest.run(spark, cfg)
+    llm = {"annotate.teacher": "llm", "annotate.model": "tiny-judge", "annotate.api_key_env": "CLIMB_TEST_KEY",
+           "annotate.timeout_s": 0.3, "annotate.max_retries": 1, "annotate.backoff_s": 0.01,
+           "annotate.concurrency": 2, "annotate.commit_every": 4, "annotate.breaker_after": 2,
+           "annotate.breaker_s": 0.5}
+    env = {"CLIMB_TEST_KEY": "sk-local"}
+    table = Lakehouse(cfg.lakehouse).name(ANNOTATIONS)
+    with DeadEndpoint() as dead:
+        with pytest.raises(ServiceError, match=r"annotate: stopped after 0 labels and \d+ errors: .* answered nothing"):
+            annotate.run(spark, cfg.replace({**llm, "annotate.base_url": dead.base_url}), environ=env)
+    # The documents it tried are error rows with the reason; the rest were never sent and have none.
+    tried = spark.sql(f"SELECT error FROM {table}").collect()
+    assert 0 < len(tried) < len(texts) and all("timeout after 0.3s" in r.error for r in tried)
+    assert re.search(rf"annotate: {len(tried)} of 10 done \({len(tried)} errors, ", capsys.readouterr().out)
+
+    # A live endpoint picks up where it stopped; cut-short and undecodable answers are retried.
+    with ChatServer(api_key="sk-local") as server:
+        again = annotate.run(spark, cfg.replace({**llm, "annotate.base_url": server.base_url}), environ=env)
+    assert (again.pending, again.ok, again.errors) == (10, 10, 0)
+    assert spark.sql(f"SELECT count(*) FROM {table} WHERE error IS NULL").first()[0] == 10

@@ -2,7 +2,7 @@
 import pytest
 
 from climb_spark.stages.quality.llm_teacher import ChatTeacher, parse_scores
-from tests.chat_server import ChatServer
+from tests.chat_server import ChatServer, DeadEndpoint
 
 
 @pytest.fixture
@@ -59,3 +59,31 @@ def test_bad_key_is_not_retried_and_never_shown(server):
     ann = t.annotate("doc")
     assert ann.error.startswith("HTTP 401") and ann.attempts == 1
     assert "wrong-secret" not in repr(t)
+
+
+def test_cut_short_and_undecodable_answers_are_retried_not_raised(server):
+    t = teacher(server)
+    for marker in ("CUTSHORT", "BADGZIP"):
+        ann = t.annotate(f"{marker} doc")
+        assert ann.error is None and ann.attempts == 2 and server.count(marker) == 2, (marker, ann)
+    # Failing every time, they end as an error row with the reason, never as an exception.
+    always = teacher(server, max_retries=0)
+    server.requests.clear()
+    assert always.annotate("CUTSHORT again").error == "gave up after 1 attempts: transport error: ChunkedEncodingError"
+    assert always.annotate("BADGZIP again").error == "gave up after 1 attempts: transport error: ContentDecodingError"
+
+
+def test_a_dead_endpoint_opens_the_breaker_and_later_calls_return_at_once():
+    import time
+
+    with DeadEndpoint() as dead:
+        t = ChatTeacher(dead.base_url, "m", None, timeout_s=0.2, max_retries=5, backoff_s=0.01,
+                        breaker_after=3, breaker_s=0.3)
+        started = time.monotonic()
+        first = t.annotate("doc 1")
+        assert first.error.startswith("gave up after") and "timeout after 0.2s" in first.error
+        assert t.broken and "failed" in t.broken and "answered nothing" in t.broken
+        later = t.annotate("doc 2")
+        assert later.attempts == 0 and later.error.startswith("not sent: ")
+        # Without the breaker the first document alone would take 6 x 0.2 s plus backoff.
+        assert time.monotonic() - started < 1.2

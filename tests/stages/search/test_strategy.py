@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from climb_spark.config import SearchConfig
+from climb_spark.errors import InputError
 from climb_spark.stages.search import predictor, samplers, strategy
 
 PRIOR = np.array([0.35, 0.25, 0.2, 0.1, 0.06, 0.04])
@@ -48,8 +49,9 @@ def test_a_predictor_that_cannot_rank_is_reported_and_the_best_observed_is_retur
             assert result.diagnostics[-1]["predictor_can_rank"] == 0.0
     assert warned >= 4
 
-    constant = strategy.run(PRIOR, lambda w, i: np.zeros(len(w)), CFG, seed=1)  # every score tied
-    assert constant.warnings and constant.chosen_from == "observed"
+    # Nearly every score tied: nothing to rank by, so the best observed is returned with a warning.
+    tied = strategy.run(PRIOR, lambda w, i: (np.arange(len(w)) == 0).astype(float), CFG, seed=1)
+    assert tied.warnings and tied.chosen_from == "observed"
 
 
 def test_the_paper_recipe_is_kept_and_warns_instead_of_hiding_a_blind_argmax():
@@ -103,6 +105,9 @@ def test_bad_evaluations_and_methods_are_explained():
         strategy.run(PRIOR, lambda w, i: np.full(len(w), np.nan), CFG)
     with pytest.raises(ValueError, match="unknown search method"):
         strategy.run(PRIOR, lambda w, i: np.zeros(len(w)), CFG, method="doremi-ish")
+    # Proxies that learned nothing (proxy.steps too small, an empty pool) score every mixture alike.
+    with pytest.raises(InputError, match=r"all \d+ proxies of iteration 1 scored exactly 6.931472 .* learned nothing"):
+        strategy.run(PRIOR, lambda w, i: np.full(len(w), np.log(1024)), CFG)
 
 
 def test_ensemble_ranks_held_out_mixtures_from_a_handful_of_pairs():
