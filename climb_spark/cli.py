@@ -19,11 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set embed.batch_size=256")
     parser = argparse.ArgumentParser(prog="climb-spark", description="CLIMB data-mixture curation on Spark")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from climb_spark.pipeline import STAGES
+    from climb_spark.pipeline import STAGES, stage_help
 
     for name, spec in STAGES.items():
-        stage = sub.add_parser(name, parents=[common], help=spec.about)
+        stage = sub.add_parser(name, parents=[common], help=spec.about, description=stage_help(spec),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "search":
             from climb_spark.config import METHODS
 
@@ -45,7 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--jobs-dir", default="jobs", help="where the jobs/ scripts are (default: jobs)")
     sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
     sql.add_argument("statement")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                     help="table (default), csv with a header, or one JSON object per line")
+    sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    show = sub.add_parser("config", parents=[common], help="print the resolved config: profiles, then --set")
+    show.add_argument("--show", action="store_true", help="print it as YAML (the default and only action)")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from climb_spark import __version__
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"climb-spark {__version__} (pyspark {of('pyspark')}, delta-spark {of('delta-spark')})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +100,13 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "stages":
         print(pipeline.describe(cfg, args.format))
         return 0
+    if args.command == "config":
+        import dataclasses
+
+        import yaml
+
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        return 0
     if args.command == "sample-corpus":
         _log(corpus.build(cfg.corpus).summary())
         return 0
@@ -107,7 +135,9 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     spark = build_session(cfg)
     try:
         if args.command == "sql":
-            spark.sql(args.statement).show(truncate=80, n=50)
+            from climb_spark import sql
+
+            sql.run(spark, args.statement, args.format, args.limit, sys.stdout)
             return 0
         pipeline.check_tables(spark, cfg, stages)
         for stage in stages:

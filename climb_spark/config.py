@@ -406,6 +406,9 @@ def _check_ranges(cfg: Config) -> None:
     for key in _SCORE:
         if not 0 <= _value(cfg, key) <= 5:
             raise ConfigError(f"{key}: a rubric score in [0, 5], got {_value(cfg, key)}")
+    if cfg.quality.word_ngrams > 1 and cfg.quality.bucket < 1:
+        raise ConfigError("quality.bucket: must be at least 1 when quality.word_ngrams > 1 (fastText hashes "
+                          f"n-grams into it), got {cfg.quality.bucket}")
     if cfg.search.strength_max < cfg.search.strength_min:
         raise ConfigError("search.strength_max: must not be below search.strength_min")
 

@@ -15,6 +15,13 @@ class ConfigError(ClimbError, ValueError):
     exit_code = 2
 
 
+class SqlError(ClimbError):
+    """A statement given to `climb-spark sql` that Spark refused."""
+
+    kind = "sql error"
+    exit_code = 2
+
+
 class PreconditionError(ClimbError, RuntimeError):
     """What a stage needs is not there (or belongs to an earlier run): the message names what to
     run first."""

@@ -49,10 +49,19 @@ def missing_inputs(stages: Sequence[Stage], exists: Callable[[Data], bool], cfg:
 
 
 def check(cfg: Config, stages: Sequence[Stage]) -> None:
-    """Everything checkable without Spark, so a bad run fails before it writes anything."""
+    """Everything checkable without Spark, so a bad run fails before it writes anything (for a
+    local catalog that includes the tables, so a stage run too early creates no metastore)."""
     for stage in stages:
         stage.check(cfg)
-    _require(missing_inputs(stages, lambda d: not isinstance(d, Files) or d.exists(cfg), cfg))
+    lake = Lakehouse(cfg.lakehouse)
+
+    def exists(data: Data) -> bool:
+        if isinstance(data, Files):
+            return data.exists(cfg)
+        known = lake.exists_on_disk(cfg.spark, data)
+        return True if known is None else known
+
+    _require(missing_inputs(stages, exists, cfg))
 
 
 def check_tables(spark: SparkSession, cfg: Config, stages: Sequence[Stage]) -> None:
@@ -71,6 +80,20 @@ def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], No
     """Ingest on the embedded default builds its corpus on first use."""
     if ingest.STAGE in stages and corpus.uses_default_corpus(cfg) and not any(Path(cfg.corpus.output).glob("*.jsonl")):
         log(corpus.build(cfg.corpus).summary())
+
+
+def stage_help(stage: Stage) -> str:
+    """`climb-spark NAME --help`: what the stage does, reads and writes, and its settings with
+    their defaults."""
+    import dataclasses
+
+    defaults = Config()
+    lines = [stage.about, "", f"reads:  {', '.join(d.name for d in stage.reads) or '-'}",
+             f"writes: {', '.join(d.name for d in stage.writes)}", "", "settings (default):"]
+    for section in stage.settings:
+        for key, value in dataclasses.asdict(getattr(defaults, section)).items():
+            lines.append(f"  {section}.{key} ({value})")
+    return "\n".join(lines)
 
 
 def _where(data: Data, cfg: Config | None) -> str:

@@ -1,10 +1,16 @@
-"""What the CLI turns a fault into: one line, its own exit code, tables at their last commit."""
+"""The CLI as an operator meets it: version, resolved config, per-command help, SQL output, and
+what it turns a fault into (one line, its own exit code, tables at their last commit)."""
+import dataclasses
 import json
 import os
 import random
+import re
 import subprocess
 
 import pytest
+import yaml
+
+from climb_spark.config import load
 
 from tests.conftest import climb, query
 
@@ -46,3 +52,49 @@ def test_a_full_disk_is_one_line_exit_7_and_leaves_the_tables_at_their_last_comm
     assert again.returncode == 0, again.stderr[-3000:]
     assert query(sets, 'out["n"] = spark.table("climb.documents").count()')["n"] == 20000
     assert os.path.ismount(small_disk)
+
+
+def test_version_resolved_config_and_stage_help():
+    version = climb("--version", {})
+    assert version.returncode == 0 and re.fullmatch(r"climb-spark \S+ \(pyspark 4\.\S+, delta-spark \S+\)\n",
+                                                      version.stdout)
+    shown = climb("config", {"cluster.k": "12"}, "--show")
+    assert shown.returncode == 0, shown.stderr
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["cluster"]["k"] == 12
+    assert resolved == dataclasses.asdict(load(["conf/local.yaml"], ["cluster.k=12"]))
+    helped = climb("prune", {}, "--help")
+    assert "reads:  centroids, doc_clusters, doc_features, documents" in helped.stdout
+    assert "writes: cluster_stats, super_clusters" in helped.stdout and "prune.rule (paper)" in helped.stdout
+
+
+def test_a_stage_run_too_early_on_a_new_lakehouse_creates_nothing(tmp_path):
+    done = climb("prune", {"lakehouse.root": str(tmp_path / "lake")})
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [
+        "climb-spark: precondition: prune reads centroids, which does not exist yet: run `climb-spark cluster` "
+        "first; prune reads doc_clusters, which does not exist yet: run `climb-spark cluster` first; prune reads "
+        "doc_features, which does not exist yet: run `climb-spark embed` first; prune reads documents, which does "
+        "not exist yet: run `climb-spark ingest` first"]
+    assert not (tmp_path / "lake").exists()  # no metastore, no table, no folder
+    remote = climb("sql", {"lakehouse.root": "s3://bucket/lake", "spark.local_catalog": "true"}, "SELECT 1")
+    assert remote.returncode == 2 and remote.stderr.strip().splitlines() == [
+        "climb-spark: config error: lakehouse.root: s3://bucket/lake is not a local folder, and "
+        "spark.local_catalog (embedded Derby) keeps its metastore there; use a local root, or set "
+        "spark.local_catalog=false with a shared metastore (Glue, Unity Catalog)"]
+
+
+def test_sql_prints_csv_json_and_a_one_line_error(tmp_path):
+    sets = {"lakehouse.root": str(tmp_path / "lake"), "spark.master": "local[1]"}
+    statement = "SELECT 1 AS a, 'x' AS b, current_date() IS NOT NULL AS c"
+    as_json = climb("sql", sets, statement, "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [{"a": 1, "b": "x", "c": True}]
+    as_csv = climb("sql", sets, "SELECT id, id * 2 AS twice FROM range(3)", "--format", "csv")
+    assert as_csv.stdout.splitlines() == ["id,twice", "0,0", "1,2", "2,4"]
+    # Not a terminal: Spark's progress bars stay out of the log.
+    progress = climb("sql", sets, "SET spark.ui.showConsoleProgress", "--format", "csv")
+    assert progress.stdout.splitlines()[1] == "spark.ui.showConsoleProgress,false"
+    bad = climb("sql", sets, "SELECT * FROM climb.no_such_table")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("climb-spark: sql error: [TABLE_OR_VIEW_NOT_FOUND]")

@@ -47,6 +47,7 @@ def test_every_shipped_profile_is_valid(profile):
     ("annotate.timeout_s=-1", "annotate.timeout_s: must be positive, got -1.0"),
     ("quality.holdout_fraction=1", "quality.holdout_fraction: must be in [0, 1), got 1.0"),
     ("prune.paper_threshold=6", "prune.paper_threshold: a rubric score in [0, 5], got 6.0"),
+    ("quality.bucket=0", "quality.bucket: must be at least 1 when quality.word_ngrams > 1"),
     # Ids reach MLflow filter strings and file names.
     ("search.search_id=x' or tags.`climb.role` = 'search",
      "search.search_id: \"x' or tags.`climb.role` = 'search\" is not a valid id"),
@@ -101,7 +102,8 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
                 "--set", f"lakehouse.root={tmp_path}/lake")
     assert done.returncode == 3  # a precondition, not a setting: the models are not trained yet
     assert done.stderr.strip() == (
-        f"climb-spark: precondition: embed reads quality models in {tmp_path}/none, which does not exist yet: "
+        "climb-spark: precondition: embed reads documents, which does not exist yet: run `climb-spark ingest` "
+        f"first; embed reads quality models in {tmp_path}/none, which does not exist yet: "
         "run `climb-spark train-quality` first")
     assert not (tmp_path / "lake").exists()
 

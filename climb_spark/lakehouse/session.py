@@ -8,7 +8,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
-from climb_spark.errors import BusyError
+from climb_spark.errors import BusyError, ConfigError
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -21,7 +21,9 @@ DELTA_CONF = {
 def _local_root(cfg: Config) -> Path:
     """The lakehouse root as a local folder, where the local catalog keeps its metastore."""
     if not is_local_path(cfg.lakehouse.root):
-        raise ValueError("spark.local_catalog needs a local lakehouse.root")
+        raise ConfigError(f"lakehouse.root: {cfg.lakehouse.root} is not a local folder, and spark.local_catalog "
+                          "(embedded Derby) keeps its metastore there; use a local root, or set "
+                          "spark.local_catalog=false with a shared metastore (Glue, Unity Catalog)")
     return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
 
 
@@ -92,7 +94,11 @@ def build_session(cfg: Config) -> SparkSession:
             # pyspark takes the workers' interpreter from this variable only; local workers must
             # run this interpreter (the venv), not whatever python3 is first on the PATH.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in spark_conf(cfg).items():
+    conf = spark_conf(cfg)
+    # Spark's progress bars redraw a terminal line; in a log file they interleave with the
+    # stages' lines.
+    conf.setdefault("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
+    for key, value in conf.items():
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
         _local_root(cfg).mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from climb_spark.config import LakehouseConfig
+from climb_spark.config import LakehouseConfig, SparkConfig, is_local_path
 from climb_spark.errors import PreconditionError
 from climb_spark.rubric import CRITERIA
 
@@ -101,6 +102,14 @@ class Lakehouse:
     def name(self, spec: TableSpec) -> str:
         # Identifiers are validated in config; backticks keep reserved words usable.
         return f"{self.schema_name}.`{spec.name}`"
+
+    def exists_on_disk(self, spark_cfg: SparkConfig, spec: TableSpec) -> bool | None:
+        """Whether a table of the local catalog exists, read off its folder without a JVM; None
+        where only the catalog can say (a metastore, Unity Catalog, Glue)."""
+        if not spark_cfg.local_catalog or self.cfg.catalog or not is_local_path(self.cfg.root):
+            return None
+        root = Path(self.cfg.root.removeprefix("file://")).resolve()
+        return (root / "warehouse" / f"{self.cfg.schema.lower()}.db" / spec.name / "_delta_log").is_dir()
 
     def exists(self, spark: SparkSession, spec: TableSpec) -> bool:
         return spark.catalog.tableExists(self.name(spec).replace("`", ""))

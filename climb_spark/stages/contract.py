@@ -55,3 +55,5 @@ class Stage:
     run: Callable[[SparkSession, Config], Report]
     # Everything verifiable without Spark; raises ConfigError naming the key.
     check: Callable[[Config], None] = _nothing_to_check
+    # The config sections that change what it does (for `climb-spark NAME --help`).
+    settings: tuple[str, ...] = ()

@@ -139,4 +139,5 @@ def run(spark: SparkSession, cfg: Config) -> ClusterReport:
 
 
 STAGE = Stage("cluster", "k-means over the embeddings, every document assigned to its nearest centroid",
-              reads=(DOC_FEATURES, DOCUMENTS), writes=(CENTROIDS, DOC_CLUSTERS), run=run)
+              reads=(DOC_FEATURES, DOCUMENTS), writes=(CENTROIDS, DOC_CLUSTERS), run=run,
+              settings=("cluster",))

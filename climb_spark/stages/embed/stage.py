@@ -161,4 +161,5 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedRep
 
 
 STAGE = Stage("embed", "sentence-transformers embeddings and the four fastText scores of every document",
-              reads=(DOCUMENTS, QUALITY_MODELS), writes=(DOC_FEATURES,), run=run)
+              reads=(DOCUMENTS, QUALITY_MODELS), writes=(DOC_FEATURES,), run=run,
+              settings=("embed",))

@@ -179,4 +179,5 @@ SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: Tru
 
 STAGE = Stage("export", "the chosen mixture materialized as a shuffled training dataset with a manifest",
               reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES),
-              writes=(TRAINING_MIX, SHARDS), run=run, check=check_search)
+              writes=(TRAINING_MIX, SHARDS), run=run, check=check_search,
+              settings=("export",))

@@ -205,4 +205,5 @@ def check(cfg: Config) -> None:
 
 
 STAGE = Stage("ingest", "raw jsonl / jsonl.gz / parquet / text into documents, with every bad record a reject",
-              reads=(), writes=(DOCUMENTS, REJECTS, DUPLICATES), run=run, check=check)
+              reads=(), writes=(DOCUMENTS, REJECTS, DUPLICATES), run=run, check=check,
+              settings=("ingest",))

@@ -156,4 +156,5 @@ def _plain(value):
 
 STAGE = Stage("prune", "cluster statistics, low-quality clusters dropped, survivors merged into super-clusters",
               reads=(CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS), writes=(CLUSTER_STATS, SUPER_CLUSTERS),
-              run=run)
+              run=run,
+              settings=("prune",))

@@ -174,4 +174,5 @@ def check(cfg: Config) -> None:
 
 
 STAGE = Stage("annotate", "a teacher scores a sample of documents on the 0-5 rubric",
-              reads=(DOCUMENTS,), writes=(ANNOTATIONS,), run=run, check=check)
+              reads=(DOCUMENTS,), writes=(ANNOTATIONS,), run=run, check=check,
+              settings=("annotate",))

@@ -122,4 +122,5 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
 
 STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",
               reads=(ANNOTATIONS, DOCUMENTS), writes=(QUALITY_MODELS,), run=run,
-              check=lambda cfg: tracking.check_reachable(cfg.mlflow))
+              check=lambda cfg: tracking.check_reachable(cfg.mlflow),
+              settings=("quality",))

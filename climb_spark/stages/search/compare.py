@@ -97,4 +97,5 @@ def _std(values: np.ndarray) -> float:
 
 STAGE = Stage("compare", "each method's final mixture re-trained on fresh seeds, side by side",
               reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS),
-              writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES, COMPARISONS), run=run, check=search.check)
+              writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES, COMPARISONS), run=run, check=search.check,
+              settings=("compare", "search", "proxy", "target"))

@@ -159,4 +159,5 @@ def check(cfg: Config) -> None:
 
 STAGE = Stage("search", "mixtures over super-clusters, proxies trained on them, a predictor, the final mixture",
               reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS),
-              writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES), run=run, check=check)
+              writes=(TOKEN_POOLS, PROXY_RESULTS, MIXTURES), run=run, check=check,
+              settings=("search", "proxy", "target"))
