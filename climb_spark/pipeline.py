@@ -110,10 +110,8 @@ def describe(cfg: Config | None = None, fmt: str = "text") -> str:
             lines += [f"  {d.name.replace(' ', '_')}[({d.name})] --> {node}" for d in s.reads]
             lines += [f"  {node} --> {d.name.replace(' ', '_')}[({d.name})]" for d in s.writes]
         return "\n".join(lines)
-    def where(d: Data) -> str:
-        return _where(d, cfg)
-
-    rows = [(s.name, ", ".join(map(where, s.reads)) or "-", ", ".join(map(where, s.writes)), s.about)
+    rows = [(s.name, ", ".join(_where(d, cfg) for d in s.reads) or "-", ", ".join(_where(d, cfg) for d in s.writes),
+             s.about)
             for s in PIPELINE]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {about}\n{'':<{width}}  reads  {reads}\n{'':<{width}}  writes {writes}"
