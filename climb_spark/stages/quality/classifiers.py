@@ -65,8 +65,11 @@ def score_all(models: Mapping[str, object], texts: Sequence[str]) -> dict[str, n
 
 
 def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int, lr: float,
-          word_ngrams: int, dim: int, seed: int, bucket: int = 2000000) -> None:
-    """Train one classifier; single-threaded so that the same data gives the same model."""
+          word_ngrams: int, dim: int, seed: int, bucket: int = 2000000, retries: int = 3) -> float:
+    """Train one classifier, single-threaded so that the same data gives the same model; returns
+    the learning rate it trained with. fastText's SGD can diverge to NaN on small or skewed data
+    (it did in CI, not reproducibly, at lr 0.5); it is retried at half the rate, as fastText's
+    own advice says, and the caller records the rate actually used."""
     import tempfile
 
     import fasttext
@@ -80,9 +83,17 @@ def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int
             fh.write(f"__label__{int(label)} {fasttext_text(text)}\n")
         train_file = fh.name
     try:
-        model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                          dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
-                                          verbose=0)
+        for attempt in range(retries + 1):
+            try:
+                model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
+                                                  dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
+                                                  verbose=0)
+                break
+            except RuntimeError as err:
+                if "NaN" not in str(err) or attempt == retries:
+                    raise
+                lr /= 2
     finally:
         Path(train_file).unlink()
     model.save_model(str(path))
+    return lr

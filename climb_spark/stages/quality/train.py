@@ -8,7 +8,7 @@ where the embed stage reads them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -64,6 +64,8 @@ class TrainReport(Counted):
     version: str
     metrics: dict[str, dict[str, float]]
     mlflow_run_id: str
+    # Criteria whose training diverged at quality.lr and was redone at a lower rate.
+    lowered_lr: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"train-quality: 4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
@@ -72,6 +74,8 @@ class TrainReport(Counted):
         for c, m in self.metrics.items():
             lines.append(f"  {c:20s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                          f"MAE {m['mae']:.3f}")
+        for c, lr in self.lowered_lr.items():
+            lines.append(f"  WARNING {c}: fastText diverged (NaN) at quality.lr; trained at lr {lr:g}")
         return "\n".join(lines)
 
 
@@ -96,6 +100,7 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
 
     experiment_id = tracking.experiment(cfg.mlflow)
     metrics: dict[str, dict[str, float]] = {}
+    lr_used: dict[str, float] = {}
     with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality") as active:
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
@@ -103,10 +108,10 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                            "n_train": len(train), "n_holdout": len(held)})
         for c in CRITERIA:
             path = classifiers.model_path(q.model_dir, c)
-            classifiers.train([r["text"] for r in train],
-                              labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold), path,
-                              epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed,
-                              bucket=q.bucket)
+            lr_used[c] = classifiers.train(
+                [r["text"] for r in train], labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold),
+                path, epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket)
+            mlflow.log_metric(f"{c}.lr_used", lr_used[c])
             if held:
                 import fasttext
 
@@ -117,7 +122,8 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         version = classifiers.models_version(q.model_dir)
         mlflow.set_tag("quality_model_version", version)
         mlflow.log_artifacts(q.model_dir, artifact_path="quality_models")
-    return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id)
+    return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id,
+                       {c: lr for c, lr in lr_used.items() if lr != q.lr})
 
 
 STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",

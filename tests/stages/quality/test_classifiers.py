@@ -78,3 +78,15 @@ def test_student_separates_promotional_and_garbled_from_expository(trained):
     assert scores["quality"][:2].min() > scores["quality"][3] + 1.5
     assert scores["educational_value"][:2].min() > scores["educational_value"][3]
     assert len(classifiers.models_version(trained)) == 12
+
+
+def test_a_diverging_rate_is_halved_until_training_is_finite(tmp_path):
+    build(CorpusConfig(output=str(tmp_path / "c"), max_docs=60, seed=5))
+    texts = [json.loads(line)["text"] for f in sorted((tmp_path / "c").glob("*.jsonl")) for line in f.open()]
+    labels = [rubric_scores(t)["quality"] for t in texts]
+    kwargs = dict(epoch=25, word_ngrams=2, dim=50, seed=42, bucket=262144)
+    with pytest.raises(RuntimeError, match="NaN"):  # lr 200 diverges, and so does 100 after one retry
+        classifiers.train(texts, labels, tmp_path / "m.bin", lr=200.0, retries=1, **kwargs)
+    used = classifiers.train(texts, labels, tmp_path / "m.bin", lr=200.0, retries=8, **kwargs)
+    assert used < 200.0
+    assert np.isfinite(fasttext.load_model(str(tmp_path / "m.bin")).get_input_matrix()).all()
