@@ -31,6 +31,7 @@ setup(
         "fasttext-numpy2>=0.10.4",
         "mlflow>=3,<4",
         "chatterbot-corpus==1.3.3",
+        "zstandard>=0.22",
     ],
     extras_require={
         # Clusters (Databricks, EMR) bring their own Spark and Delta; a laptop or CI needs them.

@@ -79,11 +79,14 @@ def main() -> None:
     docs.count()
     from climb_spark.stages.quality.heuristic_teacher import rubric_scores
 
+    q = cfg.quality
+    qdir, quantized = q.model_dir, q.quantize  # the configured (compact by default) models
     for c in CRITERIA:
-        classifiers.train(texts, [rubric_scores(t)[c] for t in texts], classifiers.model_path(cfg.quality.model_dir, c),
-                          epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1)
+        classifiers.train(texts, [rubric_scores(t)[c] for t in texts], classifiers.model_path(qdir, c, quantized),
+                          epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1, quantize=quantized, cutoff=q.cutoff,
+                          dsub=q.dsub, retrain=q.retrain)
     f = embed.embedder(cfg)
-    version = classifiers.models_version(cfg.quality.model_dir)
+    version = classifiers.models_version(qdir, quantized)
 
     def spark_pass(frame, fn, schema) -> float:
         return timed(lambda: frame.mapInPandas(fn, schema=schema).write.format("noop").mode("overwrite").save())
@@ -94,11 +97,10 @@ def main() -> None:
     spark_pass(docs, embed_fn, embed.COMPUTED)  # warm-up: each worker loads its models
     spark_embed = n / spark_pass(docs, embed_fn, embed.COMPUTED)
 
-    models = classifiers.load_models(cfg.quality.model_dir)
+    models = classifiers.load_models(qdir, quantized)
     classifiers.score_all(models, texts[:10])
     plain_score = 20 * n / timed(lambda: classifiers.score_all(models, texts * 20))
 
-    qdir = cfg.quality.model_dir
     schema = "doc_id string, " + ", ".join(f"{c} float" for c in CRITERIA)
     # fastText is fast: score 20x the rows so Spark's per-job overhead is amortized as in a real run.
     big = (spark.table("bench_docs").select("doc_id", "text").crossJoin(spark.range(20)).drop("id")
@@ -106,7 +108,7 @@ def main() -> None:
     big.count()
 
     def score_fn(it):
-        return embed.score(it, qdir, version)
+        return embed.score(it, qdir, quantized, version)
 
     spark_pass(big, score_fn, schema)
     spark_score = 20 * n / spark_pass(big, score_fn, schema)

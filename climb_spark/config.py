@@ -5,6 +5,7 @@ environment or a YAML file on its own.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -51,9 +52,15 @@ class SparkConfig:
     stop_session: bool = True
 
 
+# Paths written `{root}/...` are under lakehouse.root: moving a lakehouse is one key. Every one
+# of them may be set explicitly instead (a profile may use `{root}` too).
+ROOT = "{root}"
+
+
 @dataclass(frozen=True)
 class LakehouseConfig:
-    # Warehouse and metastore for the local catalog; informational on managed platforms.
+    # Warehouse and metastore for the local catalog, and the default home of every file the
+    # pipeline writes (MLflow store, models, token pools, exports, the sample corpus).
     root: str = "./lakehouse"
     catalog: str | None = field(default=None, metadata=IDENT)
     schema: str = field(default="climb", metadata=IDENT)
@@ -61,17 +68,18 @@ class LakehouseConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
-    tracking_uri: str = "sqlite:///lakehouse/mlflow.db"
+    # Under a local root, a SQLite store in it; a remote root needs a server (or `databricks`).
+    tracking_uri: str = "sqlite:///{root}/mlflow.db"
     experiment: str = "climb-spark"
     # Where a new experiment keeps its artifacts (models, figures); null = the server's default.
-    artifact_location: str | None = "./lakehouse/mlartifacts"
+    artifact_location: str | None = "{root}/mlartifacts"
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
     """The embedded default corpus built by `climb-spark sample-corpus`."""
 
-    output: str = "./lakehouse/raw/sample_corpus"
+    output: str = "{root}/raw/sample_corpus"
     max_docs: int = 3000
     chunk_chars: int = 1500
     min_chars: int = 200
@@ -83,7 +91,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     # A directory (read recursively) or a glob of jsonl, jsonl.gz, parquet or text files.
-    input: str = "./lakehouse/raw/sample_corpus"
+    input: str = "{root}/raw/sample_corpus"
     text_field: str = "text"
     # Record field naming the document's source; the file name when absent.
     source_field: str = "source"
@@ -95,6 +103,10 @@ class IngestConfig:
     # are rejected with the reason, or cut to the limit.
     max_doc_chars: int = 1_000_000
     long_docs: str = field(default="reject", metadata=_choice("reject", "truncate"))
+    # Uncompressed jsonl (and text read a line per document) larger than this is read as byte
+    # ranges by separate tasks; smaller files are packed into tasks of about this size. Compressed
+    # files (gz, bz2, xz, zst) are streamed whole by one task each, parquet one row group a split.
+    split_bytes: int = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,12 @@ class EmbedConfig:
     fp16: bool = True
     # Tasks for the embedding pass; 0 = ranges of similar text length, ~256 documents each.
     partitions: int = 0
+    # Pending documents are embedded and committed (one insert-only MERGE each) in chunks of about
+    # this many, contiguous doc_id ranges, so a driver lost after hours of GPU work keeps every
+    # finished chunk and a re-run computes only the rest. Each chunk costs a re-read of `documents`
+    # (its range filter skips files only where the table is clustered by doc_id) and a commit;
+    # 100k is minutes of GPU time with a paper-sized embedder, so those stay a small share.
+    chunk_docs: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -142,9 +160,10 @@ class AnnotateConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.bin."""
+    """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.ftz (compact,
+    the default) or <criterion>.bin (full, quantize: false)."""
 
-    model_dir: str = "./lakehouse/models/quality"
+    model_dir: str = "{root}/models/quality"
     # classes: the rubric's 0-5; binary: score >= binary_threshold (the paper's cut is 3).
     label_scheme: str = field(default="classes", metadata=_choice("classes", "binary"))
     binary_threshold: int = 3
@@ -158,6 +177,21 @@ class QualityConfig:
     # each time for the same seed, at 100,000 buckets here; its default of 2M never did.
     bucket: int = 2000000
     seed: int = 42
+    # Compact models: a full model file is bucket x dim x 4 bytes, 1.6 GB for the four, copied to
+    # every executor, held by every Python worker and logged to MLflow. With quantize, each model
+    # is trained at full size in memory, its input matrix pruned to the `cutoff` rows of largest
+    # norm (never more than training made non-zero), optionally fine-tuned again (`retrain`), and
+    # product-quantized with one byte per `dsub` dimensions; only <criterion>.ftz is written.
+    # benchmarks/quality_models.py (2,387 training documents, these defaults): 1.9 MB a model,
+    # 7.7 MB for four (211x smaller), MAE 0.07-0.09 between full and compact expected scores on
+    # held-out text, and each compact model as close to the teacher as its full one. Mostly not
+    # the quantization: fastText drops pruned n-gram rows from the average of a document's
+    # vectors, where the full model counts them as zeros. 20,000 and 100,000 rows measured no
+    # better; retrain doubles training time for no measured gain.
+    quantize: bool = True
+    cutoff: int = 50000
+    dsub: int = 2
+    retrain: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +211,13 @@ class ClusterConfig:
     # auto: cosine when embed.normalize, else l2.
     metric: str = field(default="auto", metadata=_choice("auto", "cosine", "l2"))
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+    # Documents embedded after a fit: `never` assigns them to the fitted centroids (the clustering,
+    # and a search over it, stay valid); `always` fits again on everything; `auto` assigns, unless
+    # they drift: their mean squared distance to their centroid above refit_drift times the fitted
+    # documents', or more than refit_share new documents per fitted one.
+    refit: str = field(default="auto", metadata=_choice("never", "auto", "always"))
+    refit_drift: float = 1.25
+    refit_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -306,7 +347,7 @@ class ExportConfig:
     method: str = field(default="climb", metadata=_choice(*METHODS))
     # Tokens (the tables' word-and-punctuation count) to export; 0 = all tokens of the kept clusters.
     token_budget: int = 0
-    output: str = "./lakehouse/export"
+    output: str = "{root}/export"
     format: str = field(default="jsonl", metadata=_choice("jsonl", "parquet"))
     shards: int = 8
     seed: int = 42
@@ -333,8 +374,9 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
-        """A copy with dotted-key overrides applied, validated like a profile."""
-        data = dataclasses.asdict(self)
+        """A copy with dotted-key overrides applied, validated like a profile: paths that were
+        derived from lakehouse.root follow a new root."""
+        data = copy.deepcopy(getattr(self, "_given", None) or dataclasses.asdict(self))
         for key, value in overrides.items():
             _set_dotted(data, key, value)
         return from_dict(data)
@@ -367,23 +409,47 @@ def load(profiles: Sequence[str | Path], overrides: Sequence[str] = ()) -> Confi
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:
-    cfg = _build(Config, data, "")
+    cfg = _under_root(_build(Config, data, ""))
     _check_ranges(cfg)
+    object.__setattr__(cfg, "_given", copy.deepcopy(dict(data)))  # what replace() starts from
     return cfg
+
+
+def _under_root(cfg: Config) -> Config:
+    """`{root}` in a path setting -> lakehouse.root."""
+    root = cfg.lakehouse.root.rstrip("/") or "/"
+    sections = {}
+    for section, name in (("mlflow", "tracking_uri"), ("mlflow", "artifact_location"), ("corpus", "output"),
+                          ("ingest", "input"), ("quality", "model_dir"), ("export", "output")):
+        value = getattr(getattr(cfg, section), name)
+        if not isinstance(value, str) or ROOT not in value:
+            continue
+        if value.startswith("sqlite:") and not is_local_path(root):
+            raise ConfigError(f"mlflow.tracking_uri: lakehouse.root {root} is not a local folder, so it cannot "
+                              "hold the default SQLite store; set mlflow.tracking_uri (a tracking server, or "
+                              "`databricks`)")
+        sections.setdefault(section, {})[name] = value.replace(ROOT, root)
+    model_dir = sections.get("quality", {}).get("model_dir", cfg.quality.model_dir)
+    if not is_local_path(model_dir):  # fastText reads and writes local files only
+        raise ConfigError(f"quality.model_dir: {model_dir} is not a local folder (fastText needs one; on a "
+                          "cluster a path every node mounts, e.g. /Volumes/... or /dbfs/...); set it explicitly")
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)
+                                       for section, values in sections.items()})
 
 
 # Numbers that must be positive or within bounds (the rest only must not be negative): each would
 # otherwise reach Spark, torch or a file name and fail there as a traceback, or pass silently
 # (proxy.steps=0 trains nothing and scores every mixture the same).
 _AT_LEAST_1 = (
-    "corpus.max_docs corpus.chunk_chars embed.batch_size embed.max_seq_length annotate.sample_docs "
+    "corpus.max_docs corpus.chunk_chars embed.batch_size embed.max_seq_length embed.chunk_docs "
+    "annotate.sample_docs "
     "annotate.concurrency annotate.max_chars annotate.commit_every annotate.breaker_after quality.epoch "
-    "quality.word_ngrams quality.dim cluster.k cluster.niter cluster.max_points_per_centroid "
-    "ingest.max_doc_chars target.max_tokens proxy.vocab_size proxy.tokenizer_sample_docs proxy.d_model "
+    "quality.word_ngrams quality.dim quality.cutoff quality.dsub cluster.k cluster.niter cluster.max_points_per_centroid "
+    "ingest.max_doc_chars ingest.split_bytes target.max_tokens proxy.vocab_size proxy.tokenizer_sample_docs proxy.d_model "
     "proxy.n_layers proxy.n_heads proxy.seq_len proxy.batch_size proxy.steps proxy.log_every "
     "search.strengths search.oversample search.candidates search.top_min search.top_mean_n export.shards"
 ).split()
-_ABOVE_0 = "annotate.timeout_s annotate.progress_s quality.lr proxy.lr search.temperature search.strength_min search.cap".split()
+_ABOVE_0 = "cluster.refit_drift cluster.refit_share annotate.timeout_s annotate.progress_s quality.lr proxy.lr search.temperature search.strength_min search.cap".split()
 _FRACTION = {"quality.holdout_fraction": (0.0, 1.0), "export.max_doc_share": (0.0, 1.0)}
 _SCORE = "prune.paper_threshold prune.curator_ad_min prune.curator_other_min".split()
 
@@ -409,6 +475,9 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.quality.word_ngrams > 1 and cfg.quality.bucket < 1:
         raise ConfigError("quality.bucket: must be at least 1 when quality.word_ngrams > 1 (fastText hashes "
                           f"n-grams into it), got {cfg.quality.bucket}")
+    if cfg.quality.dsub > cfg.quality.dim:
+        raise ConfigError(f"quality.dsub: must not exceed quality.dim ({cfg.quality.dim}): product quantization "
+                          f"splits each vector into sub-vectors of dsub dimensions, got {cfg.quality.dsub}")
     if cfg.search.strength_max < cfg.search.strength_min:
         raise ConfigError("search.strength_max: must not be below search.strength_min")
 

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from climb_spark.config import Config
 from climb_spark.errors import InputError, PreconditionError
-from climb_spark.ids import cluster_fit_id
+from climb_spark.ids import fitted_version
 from climb_spark.lakehouse.delta import table_version
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
                                           SUPER_CLUSTERS, Lakehouse)
@@ -33,16 +33,27 @@ def check_lineage(spark: SparkSession, cfg: Config, supers: list[dict]) -> None:
     without the ones after it, leaves neighbours that disagree; reading them would silently drop
     or mislabel documents."""
     lake = Lakehouse(cfg.lakehouse)
-    features = table_version(spark, lake.ensure(spark, DOC_FEATURES))
-    current = cluster_fit_id(cfg, features)
+    feats = lake.ensure(spark, DOC_FEATURES)
+    features = table_version(spark, feats)
     fitted = {r[0] for r in spark.table(lake.ensure(spark, CENTROIDS)).select("cluster_run_id").distinct().collect()}
-    if fitted != {current}:
-        raise PreconditionError(f"doc_features (version {features}) changed since the clustering {sorted(fitted)} "
-                                "was fitted, or the cluster settings did: re-run `climb-spark cluster`, then prune")
+    if len(fitted) != 1 or fitted_version(cfg, next(iter(fitted)), features) is None:
+        raise PreconditionError(f"the clustering {sorted(fitted)} was fitted with other cluster settings than the "
+                                "current ones: re-run `climb-spark cluster`, then prune")
+    (current,) = fitted
+    assigned = spark.table(lake.ensure(spark, DOC_CLUSTERS)).where(F.col("cluster_run_id") == current)
+    unassigned = spark.table(feats).select("doc_id").join(assigned.select("doc_id"), "doc_id", "left_anti").count()
+    if unassigned:
+        raise PreconditionError(f"{unassigned:,} documents of doc_features are not in the clustering {current} yet: "
+                                "re-run `climb-spark cluster` (cluster.refit says whether it assigns or fits "
+                                "again), then prune")
     pruned = {s["cluster_run_id"] for s in supers}
     if pruned != {current}:
         raise PreconditionError(f"super_clusters come from clustering {sorted(pruned)}, not the current {current}: "
                                 "re-run `climb-spark prune`")
+    counted = spark.table(lake.ensure(spark, CLUSTER_STATS)).agg(F.sum("n_docs")).first()[0] or 0
+    if counted != assigned.count():
+        raise PreconditionError(f"cluster_stats count {counted:,} documents, the clustering now holds "
+                                f"{assigned.count():,} (documents assigned since the last prune): re-run `climb-spark prune`")
     stats = spark.table(lake.ensure(spark, CLUSTER_STATS)).where("kept").select(
         "cluster_id", "super_cluster_id", "cluster_run_id").collect()
     by_stats = {(r["cluster_id"], r["super_cluster_id"], r["cluster_run_id"]) for r in stats}

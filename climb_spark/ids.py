@@ -15,10 +15,20 @@ def content_id(key: Any, length: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+_NOT_FIT = ("refit", "refit_drift", "refit_share")  # when to fit again, not how
+
+
 def cluster_fit_id(cfg: Config, features_version: int) -> str:
     """A clustering's id: the cluster settings and the doc_features version it was fitted on."""
-    key = {"cluster": dataclasses.asdict(cfg.cluster), "normalize": cfg.embed.normalize, "features": features_version}
+    settings = {k: v for k, v in dataclasses.asdict(cfg.cluster).items() if k not in _NOT_FIT}
+    key = {"cluster": settings, "normalize": cfg.embed.normalize, "features": features_version}
     return content_id(key, 12)
+
+
+def fitted_version(cfg: Config, fit_id: str, features_version: int) -> int | None:
+    """The doc_features version a clustering was fitted on with the current settings, or None when
+    no version up to `features_version` gives its id (other settings)."""
+    return next((v for v in range(features_version, -1, -1) if cluster_fit_id(cfg, v) == fit_id), None)
 
 
 def pool_id(cfg: Config, supers: list[dict]) -> str:

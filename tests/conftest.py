@@ -81,6 +81,9 @@ def local_config(tmp: Path, **overrides) -> Config:
         "quality.model_dir": str(tmp / "quality"),
         # 50 MB instead of 400 MB per model file; test_quality proves the 2M default separately.
         "quality.bucket": 262144,
+        # Full models train in seconds, compaction adds ~25 s per training: the compact default is
+        # tested where it matters (test_annotate, test_classifiers, the README's run).
+        "quality.quantize": False,
     }
     base.update(overrides)
     return cfg.replace(base)

@@ -44,10 +44,13 @@ def test_every_shipped_profile_is_valid(profile):
     ("cluster.k=0", "cluster.k: must be at least 1, got 0"),
     ("export.shards=0", "export.shards: must be at least 1, got 0"),
     ("embed.batch_size=0", "embed.batch_size: must be at least 1, got 0"),
+    ("embed.chunk_docs=0", "embed.chunk_docs: must be at least 1, got 0"),
     ("annotate.timeout_s=-1", "annotate.timeout_s: must be positive, got -1.0"),
     ("quality.holdout_fraction=1", "quality.holdout_fraction: must be in [0, 1), got 1.0"),
     ("prune.paper_threshold=6", "prune.paper_threshold: a rubric score in [0, 5], got 6.0"),
     ("quality.bucket=0", "quality.bucket: must be at least 1 when quality.word_ngrams > 1"),
+    ("quality.cutoff=0", "quality.cutoff: must be at least 1, got 0"),
+    ("quality.dsub=51", "quality.dsub: must not exceed quality.dim (50)"),
     # Ids reach MLflow filter strings and file names.
     ("search.search_id=x' or tags.`climb.role` = 'search",
      "search.search_id: \"x' or tags.`climb.role` = 'search\" is not a valid id"),
@@ -77,8 +80,7 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "climb-spark: config error: ingest.text_fild: unknown key (known here: input, long_docs, max_doc_chars, "
-        "reject_sample_chars, "
-        "source_field, text_field, text_unit)"]
+        "reject_sample_chars, source_field, split_bytes, text_field, text_unit)"]
 
 
 def test_cli_missing_input_fails_before_spark(tmp_path):
@@ -128,3 +130,27 @@ def test_cli_search_settings_fail_before_spark(tmp_path, overrides, message):
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"climb-spark: config error: {message}")
     assert not (tmp_path / "lake").exists()
+
+
+def test_every_default_path_lives_under_the_lakehouse_root():
+    moved = load([LOCAL], ["lakehouse.root=/data/lake"])
+    assert moved.mlflow.tracking_uri == "sqlite:////data/lake/mlflow.db"
+    assert (moved.mlflow.artifact_location, moved.quality.model_dir, moved.export.output, moved.corpus.output,
+            moved.ingest.input) == ("/data/lake/mlartifacts", "/data/lake/models/quality", "/data/lake/export",
+                                    "/data/lake/raw/sample_corpus", "/data/lake/raw/sample_corpus")
+    # replace() re-derives from a new root; an explicit path stays where it was put.
+    again = moved.replace({"lakehouse.root": "/other", "export.output": "/shards"})
+    assert again.quality.model_dir == "/other/models/quality" and again.export.output == "/shards"
+    assert again.replace({"lakehouse.root": "/third"}).export.output == "/shards"
+    assert load([LOCAL], ["lakehouse.root=/data/lake", "quality.model_dir={root}/q"]).quality.model_dir == \
+        "/data/lake/q"
+
+
+def test_a_remote_root_needs_a_tracking_server_and_a_local_model_folder():
+    with pytest.raises(ConfigError, match="mlflow.tracking_uri: lakehouse.root s3://b/lake is not a local folder"):
+        load([LOCAL], ["lakehouse.root=s3://b/lake"])
+    with pytest.raises(ConfigError, match="quality.model_dir: s3://b/lake/models/quality is not a local folder"):
+        load([LOCAL], ["lakehouse.root=s3://b/lake", "mlflow.tracking_uri=http://mlflow:5000"])
+    cfg = load([LOCAL], ["lakehouse.root=s3://b/lake", "mlflow.tracking_uri=http://mlflow:5000",
+                         "quality.model_dir=/mnt/models"])
+    assert cfg.export.output == "s3://b/lake/export" and cfg.mlflow.artifact_location == "s3://b/lake/mlartifacts"

@@ -177,7 +177,8 @@ def test_pipeline_on_a_standalone_cluster_survives_driver_and_worker_loss(cluste
                                          cfg.embed.max_seq_length, False)
         vectors = encoder.encode(model, rows.text.tolist(), cfg.embed.batch_size, cfg.embed.normalize)
         out["embedding_diff"] = float(np.abs(np.stack(rows.embedding) - vectors).max())
-        scores = classifiers.score_all(classifiers.load_models(cfg.quality.model_dir), rows.text.tolist())
+        scores = classifiers.score_all(classifiers.load_models(cfg.quality.model_dir, cfg.quality.quantize),
+                                     rows.text.tolist())
         out["score_diff"] = max(float(np.abs(rows[c].to_numpy() - scores[c]).max()) for c in CRITERIA)
         pool = pools.ensure(spark, cfg)
         results = spark.table("climb.proxy_results").where(F.col("method") == "climb").collect()

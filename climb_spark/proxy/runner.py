@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from climb_spark.config import ProxyConfig, TargetConfig
 from climb_spark.ids import content_id
+from climb_spark.lakehouse import files
 from climb_spark.lakehouse.tables import PROXY_RESULTS
 from climb_spark.lakehouse.tasks import default_parallelism, task_gpu, worker_cached
 from climb_spark.proxy import lm
@@ -77,19 +78,11 @@ def base_path(pool: Pool, proxy: ProxyConfig) -> str:
     return f"{pool.root}/base/{content_id(settings, 12)}.pt"
 
 
-def _fs(path: str):
-    import os
-
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
-
-
 def read_base(path: str) -> bytes:
     """The base checkpoint, read once per worker: its name hashes its settings and it is moved
     into place whole, so the file under a name never changes."""
     def load() -> bytes:
-        fs, where = _fs(path)
+        fs, where = files.filesystem(path)
         with fs.open_input_stream(where) as f:
             return f.read()
 
@@ -102,7 +95,7 @@ def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callab
     import pyarrow.fs as pafs
 
     path = base_path(pool, proxy)
-    fs, where = _fs(path)
+    fs, where = files.filesystem(path)
     if fs.get_file_info(where).type == pafs.FileType.File:
         return path
     log(f"proxy base {path}: training on the prior for {proxy.base_steps or proxy.steps} steps")
@@ -113,7 +106,7 @@ def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callab
         tokens = read_pools(pool, dataclasses.replace(proxy, steps=proxy.base_steps or proxy.steps), prior)
         state = lm.base_checkpoint(tokens, prior, pool.vocab_size, proxy, proxy.seed, task_device(proxy),
                                    threads)
-        task_fs, task_where = _fs(path)
+        task_fs, task_where = files.filesystem(path)
         task_fs.create_dir(task_where.rsplit("/", 1)[0], recursive=True)
         tmp = f"{task_where}.{uuid.uuid4().hex}.tmp"
         with task_fs.open_output_stream(tmp) as f:

@@ -4,6 +4,10 @@ One pass over the text: each Python worker loads the sentence-transformers model
 fastText models once (a per-process cache that survives across tasks with worker reuse) and
 scores every Arrow batch it is given. Only documents not yet in `doc_features` are read, so a
 re-run is a no-op and new documents are all that a later run computes.
+
+The pending documents are computed and committed in chunks (`embed.chunk_docs`), contiguous ranges
+of doc_id, one insert-only MERGE each: a driver lost mid-stage keeps every finished chunk, and the
+re-run's left-anti join finds only the rest.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -45,6 +49,7 @@ class Embedder:
     device: str
     fp16: bool
     quality_dir: str
+    quality_quantized: bool  # the models are <criterion>.ftz (quality.quantize), else .bin
 
 
 def _device(preference: str) -> str:
@@ -70,21 +75,21 @@ def _encoder(f: Embedder):
         f.model, _device(f.device), f.max_seq_length, f.trust_remote_code, f.fp16))
 
 
-def _classifiers(model_dir: str, version: str) -> dict:
-    return worker_cached("classifiers", (model_dir, version),
-                         lambda: classifiers.load_models(shipped_path(model_dir)))
+def _classifiers(model_dir: str, quantized: bool, version: str) -> dict:
+    return worker_cached("classifiers", (model_dir, quantized, version),
+                         lambda: classifiers.load_models(shipped_path(model_dir), quantized))
 
 
-def score(batches: Iterator[pd.DataFrame], model_dir: str, version: str) -> Iterator[pd.DataFrame]:
+def score(batches: Iterator[pd.DataFrame], model_dir: str, quantized: bool, version: str) -> Iterator[pd.DataFrame]:
     """(doc_id, text) batches -> (doc_id, four scores): re-scoring without re-embedding."""
-    models = _classifiers(model_dir, version)
+    models = _classifiers(model_dir, quantized, version)
     for batch in batches:
         yield pd.DataFrame({"doc_id": batch["doc_id"], **classifiers.score_all(models, batch["text"].tolist())})
 
 
 def embed_batches(batches: Iterator[pd.DataFrame], f: Embedder, version: str) -> Iterator[pd.DataFrame]:
     """(doc_id, text) batches -> (doc_id, embedding, four scores) batches."""
-    model, models = _encoder(f), _classifiers(f.quality_dir, version)
+    model, models = _encoder(f), _classifiers(f.quality_dir, f.quality_quantized, version)
     for batch in batches:
         texts = batch["text"].tolist()
         ids = batch["doc_id"].tolist()
@@ -104,12 +109,53 @@ class EmbedReport(Counted):
     quality_model: str
     dim: int
     seconds: float
+    chunks: int = 0
 
     def summary(self) -> str:
         rate = self.pending / self.seconds if self.seconds else 0.0
         return (f"embed {self.run_id}: {self.pending:,} documents embedded and scored "
-                f"({rate:,.1f} docs/s), {self.written:,} rows written, doc_features now {self.total:,}; "
+                f"({rate:,.1f} docs/s) in {self.chunks:,} chunk{'' if self.chunks == 1 else 's'}, "
+                f"{self.written:,} rows written, doc_features now {self.total:,}; "
                 f"{self.model} dim {self.dim}, quality models {self.quality_model}")
+
+
+# Chunk boundaries are cut between doc_id prefixes of this many hex digits: 65,536 buckets, counted
+# on the narrow doc_id column alone, so even 10^9 pending documents give chunks within ~15k of
+# their target size.
+PREFIX = 4
+
+
+def chunk_ranges(counts: list[tuple[str, int]], chunk_docs: int) -> list[tuple[str | None, str | None, int]]:
+    """Contiguous doc_id ranges [lo, hi) of about `chunk_docs` pending documents each, in doc_id
+    order, from (prefix, pending documents) counts: (lo, hi, documents) per chunk. The first range
+    is open below and the last above, so together they cover every doc_id, also one ingested
+    since the counts were taken. A range filter on doc_id (unlike a hash bucket) is pushed down to
+    Parquet, so a `documents` table clustered by doc_id is read one slice per chunk, and each
+    chunk's commit adds `doc_features` files of its own range."""
+    counts = sorted((prefix, n) for prefix, n in counts if n)
+    left = sum(n for _, n in counts)  # documents not in a finished range yet
+    ranges: list[tuple[str | None, str | None, int]] = []
+    lo, size = None, 0
+    for prefix, n in counts:
+        # Cut before this prefix once the chunk holds its share of what is left, split into as few
+        # chunks of at most chunk_docs as it takes: sizes within one prefix's count of each other.
+        if size and size * -(-left // chunk_docs) >= left:
+            ranges.append((lo, prefix, size))
+            lo, left, size = prefix, left - size, 0
+        size += n
+    if size:
+        ranges.append((lo, None, size))
+    return ranges
+
+
+def in_range(column: str, lo: str | None, hi: str | None) -> Column:
+    """`lo <= column < hi` as a Column (values as literals, never SQL text); open ends are None."""
+    cond = F.lit(True)
+    if lo is not None:
+        cond = cond & (F.col(column) >= F.lit(lo))
+    if hi is not None:
+        cond = cond & (F.col(column) < F.lit(hi))
+    return cond
 
 
 def by_length(docs: DataFrame, n_docs: int, cores: int, docs_per_task: int = 256) -> DataFrame:
@@ -125,7 +171,20 @@ def embedder(cfg: Config) -> Embedder:
     probe = encoder.load_encoder(ref, "cpu", cfg.embed.max_seq_length, cfg.embed.trust_remote_code)
     return Embedder(ref, encoder.dimension(probe), cfg.embed.max_seq_length,
                     cfg.embed.batch_size, cfg.embed.normalize, cfg.embed.trust_remote_code,
-                    cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir)
+                    cfg.embed.device, cfg.embed.fp16, cfg.quality.model_dir, cfg.quality.quantize)
+
+
+def _features(pending: DataFrame, n_docs: int, f: Embedder, qversion: str, run_id: str, cfg: Config,
+              cores: int) -> DataFrame:
+    """doc_features rows for (doc_id, text) rows: embedded and scored in length-balanced tasks."""
+    planned = (pending.repartition(cfg.embed.partitions) if cfg.embed.partitions
+               else by_length(pending, n_docs, cores))
+    computed = planned.mapInPandas(lambda it: embed_batches(it, f, qversion), schema=COMPUTED)
+    return computed.select(
+        "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in CRITERIA],
+        F.lit(f"{f.model.name}=={f.model.version}").alias("embedding_model"),
+        F.lit(qversion).alias("quality_model"),
+        F.lit(run_id).alias("features_run_id"), F.current_timestamp().alias("computed_at"))
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedReport:
@@ -134,30 +193,37 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedRep
     docs = lake.ensure(spark, DOCUMENTS)
     table = lake.ensure(spark, DOC_FEATURES)
     f = embedder(cfg)
-    qversion = classifiers.models_version(cfg.quality.model_dir)
+    qversion = classifiers.models_version(cfg.quality.model_dir, cfg.quality.quantize)
 
-    pending = (spark.table(docs).select("doc_id", "text")
-               .join(spark.table(table).select("doc_id"), "doc_id", "left_anti"))
-    n_pending = pending.count()
+    def pending(lo: str | None, hi: str | None, *columns: str) -> DataFrame:
+        where = in_range("doc_id", lo, hi)
+        return (spark.table(docs).where(where).select("doc_id", *columns)
+                .join(spark.table(table).where(where).select("doc_id"), "doc_id", "left_anti"))
+
+    # One narrow pass (doc_id only) counts the pending documents per prefix and sets the chunks.
+    counts = (pending(None, None).groupBy(F.substring("doc_id", 1, PREFIX).alias("prefix")).count()
+              .collect())
+    chunks = chunk_ranges([(r["prefix"], r["count"]) for r in counts], cfg.embed.chunk_docs)
+    n_pending = sum(n for _, _, n in chunks)
     started = time.monotonic()
-    if n_pending:
+    before = total = spark.table(table).count()
+    if chunks:
         # Only when there is work: on a cluster this packs and ships the models.
         f = dataclasses.replace(f, quality_dir=ship_dir(spark, f.quality_dir, f"quality-{qversion}"))
-        planned = (pending.repartition(cfg.embed.partitions) if cfg.embed.partitions
-                   else by_length(pending, n_pending, default_parallelism(spark)))
-        computed = planned.mapInPandas(lambda it: embed_batches(it, f, qversion), schema=COMPUTED)
-        rows = computed.select(
-            "doc_id", "embedding", *[F.col(c).cast("float").alias(c) for c in CRITERIA],
-            F.lit(f"{f.model.name}=={f.model.version}").alias("embedding_model"),
-            F.lit(qversion).alias("quality_model"),
-            F.lit(run_id).alias("features_run_id"), F.current_timestamp().alias("computed_at"))
-        before = spark.table(table).count()
-        merge_insert_only(spark, table, rows, DOC_FEATURES.key)
-        total = spark.table(table).count()
-    else:
-        before = total = spark.table(table).count()
+        cores, done = default_parallelism(spark), 0
+        for i, (lo, hi, n) in enumerate(chunks, 1):
+            # The chunk's own left-anti join: exactly its documents still missing, even if another
+            # run committed some of them meanwhile (the insert-only MERGE skips those too).
+            rows = _features(pending(lo, hi, "text"), n, f, qversion, run_id, cfg, cores)
+            merge_insert_only(spark, table, rows, DOC_FEATURES.key)
+            committed, total = total, spark.table(table).count()
+            done += n
+            rate = done / max(time.monotonic() - started, 1e-9)
+            print(f"embed {run_id}: chunk {i} of {len(chunks)} committed, {total - committed:,} rows "
+                  f"({done:,} of {n_pending:,} documents, {rate:,.1f} docs/s), doc_features now {total:,}",
+                  flush=True)
     return EmbedReport(run_id, n_pending, total - before, total, f"{f.model.name}=={f.model.version}",
-                       qversion, f.dim, time.monotonic() - started)
+                       qversion, f.dim, time.monotonic() - started, len(chunks))
 
 
 STAGE = Stage("embed", "sentence-transformers embeddings and the four fastText scores of every document",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ from climb_spark.config import Config, check_search
 from climb_spark.curated import kept_documents, super_clusters, target_filter
 from climb_spark.errors import PreconditionError
 from climb_spark.ids import content_id, pool_id, search_id
+from climb_spark.lakehouse import files
 from climb_spark.lakehouse.delta import replace_where, table_version
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
                                           SUPER_CLUSTERS, TRAINING_MIX, Lakehouse, token_count)
@@ -135,7 +135,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         manifest["warnings"].append(
             f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "
             f"(above export.max_doc_share={e.max_doc_share:g}); see ingest.max_doc_chars")
-    write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
+    files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
     remove_other_attempts(out, data)
     return ExportReport(export_id, chosen["search_id"], out, manifest)
 
@@ -144,35 +144,11 @@ def remove_other_attempts(out: str, keep: str) -> None:
     """Earlier exports' data and what a killed attempt left, once the manifest names `keep`."""
     from pyarrow import fs
 
-    filesystem, root = _filesystem(out)
+    filesystem, root = files.filesystem(out)
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.type == fs.FileType.Directory and info.base_name.startswith("data") and \
                 info.base_name != keep.rsplit("/", 1)[1]:
             filesystem.delete_dir(info.path)
-
-
-def _filesystem(uri: str):
-    from pyarrow import fs
-
-    if "://" in uri and not uri.startswith("file://"):
-        return fs.FileSystem.from_uri(uri)
-    return fs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
-
-
-def write_text(uri: str, text: str) -> None:
-    """Write a small file next to Spark's output, whole or not at all: on a local or HDFS path
-    through a temporary name and a rename, on an object store by its single atomic PUT."""
-    from pyarrow import fs
-
-    filesystem, path = _filesystem(uri)
-    local = isinstance(filesystem, fs.LocalFileSystem)
-    if local:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    staged = f"{path}.{uuid.uuid4().hex[:8]}.tmp" if local or isinstance(filesystem, fs.HadoopFileSystem) else path
-    with filesystem.open_output_stream(staged) as f:
-        f.write(text.encode("utf-8"))
-    if staged != path:
-        filesystem.move(staged, path)
 
 
 SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)

@@ -1,26 +1,32 @@
-"""Raw file bytes -> input records, each either a document candidate or a reject with a reason.
+"""Raw files -> input records, each either a document candidate or a reject with a reason.
 
-Plain Python over bytes so that every format is parsed the same way on a laptop, in a test and
-inside a Spark task, and so that a broken record or file never fails the job.
+A file is planned into splits (byte ranges of a large uncompressed jsonl or line-per-document
+text file, row groups of a parquet file, else the whole file) and each split is streamed: no file
+is ever held whole, so neither its size nor its compression bounds a worker's memory. Plain Python
+over streams so that every format is parsed the same way on a laptop, in a test and inside a
+Spark task, and so that a broken record or file never fails the job.
 """
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import re
 import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 _WS = re.compile(r"\s+")
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 PARQUET_SUFFIXES = (".parquet",)
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,12 @@ class ReadOptions:
     reject_sample_chars: int = 1000
     max_doc_chars: int = 1_000_000
     long_docs: str = "reject"
+
+    @property
+    def max_record_bytes(self) -> int:
+        """A record's bytes are read up to this and no further: a text of max_doc_chars characters
+        fits even as JSON escapes (at most 6 bytes a character), with room for its other fields."""
+        return 6 * self.max_doc_chars + (1 << 20)
 
 
 @dataclass
@@ -62,47 +74,209 @@ def n_words(text: str) -> int:
     return len(text.split())
 
 
+def compression(path: str) -> str | None:
+    name = path.lower()
+    return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), None)
+
+
 def file_kind(path: str) -> str | None:
     name = PurePosixPath(path).name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(compression(name) or "")
     for kind, suffixes in (("jsonl", JSONL_SUFFIXES), ("text", TEXT_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
         if name.endswith(suffixes):
             return kind
     return None
 
 
-def read_file(path: str, content: bytes, opts: ReadOptions) -> Iterator[Record]:
-    """Every record of one file, in file order."""
+@dataclass(frozen=True)
+class Split:
+    """A unit of reading: bytes [start, end) of a file, or parquet row group `start`."""
+
+    path: str
+    start: int = 0
+    end: int = -1
+    first_row: int = 0  # parquet: rows of the file before this row group
+
+    @property
+    def numbered_from_start(self) -> bool:
+        """Line numbers restart in a byte range after the first: the stage adds the lines of the
+        ranges before it."""
+        return self.start == 0 or file_kind(self.path) == "parquet"
+
+
+Opener = Callable[[str], BinaryIO]
+
+
+def plan(path: str, length: int, opts: ReadOptions, split_bytes: int, opener: Opener) -> list[Split]:
+    """The splits of one file. A record belongs to the split its first byte is in, as in Hadoop's
+    line reader, so ranges can be cut anywhere."""
     kind = file_kind(path)
-    if kind is None:
-        yield _file_reject(path, f"unsupported file type: {PurePosixPath(path).name}", content, opts)
-        return
     if kind == "parquet":
-        yield from _read_parquet(path, content, opts)
-        return
-    if path.lower().endswith(".gz"):
-        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=io.BytesIO(content))
-    else:
-        stream = io.BytesIO(content)
-    reader = _read_jsonl if kind == "jsonl" else _read_text
-    yield from reader(path, stream, opts)
+        import pyarrow.parquet as pq
 
-
-def _lines(path: str, stream, opts: ReadOptions) -> Iterator[tuple[int, int, bytes] | Record]:
-    """(line number, byte offset, bytes) per line; a trailing reject if the stream breaks."""
-    offset, number = 0, 0
-    while True:
         try:
-            raw = stream.readline()
-        except (EOFError, OSError, zlib.error) as err:
-            yield Record(path, number + 1, offset, reason=f"truncated or corrupt gzip after line {number}: {err}")
+            with opener(path) as f:
+                meta = pq.ParquetFile(f).metadata
+            rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        except Exception:  # unreadable: one split, which reports why
+            return [Split(path)]
+        starts = [sum(rows[:i]) for i in range(len(rows))]
+        return [Split(path, i, -1, first) for i, first in enumerate(starts)] or [Split(path)]
+    splittable = compression(path) is None and (kind == "jsonl" or (kind == "text" and opts.text_unit == "line"))
+    if not splittable or length <= split_bytes:
+        return [Split(path, 0, length)]
+    return [Split(path, s, min(s + split_bytes, length)) for s in range(0, length, split_bytes)]
+
+
+@dataclass
+class SplitLines:
+    """Lines a byte range holds, blank ones included, once it has been read."""
+
+    lines: int = 0
+
+
+def read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitLines | None = None) -> Iterator[Record]:
+    """Every record of one split, in file order."""
+    path = split.path
+    kind = file_kind(path)
+    counted = counted if counted is not None else SplitLines()
+    try:
+        f = opener(path)
+    except OSError as err:
+        yield _file_reject(path, f"unreadable file: {err}", b"", opts)
+        return
+    with f:
+        if kind is None:
+            yield _file_reject(path, f"unsupported file type: {PurePosixPath(path).name}",
+                               f.read(opts.reject_sample_chars * 4), opts)
+        elif kind == "parquet":
+            yield from _read_parquet(path, f, split, opts)
+        else:
+            stream, offset = _open_range(f, split)
+            end = None if compression(path) or split.end < 0 else split.end
+            reader = _read_jsonl if kind == "jsonl" else _read_text
+            yield from reader(path, _lines(path, stream, opts, offset, end, counted), opts)
+
+
+def read_file(path: str, content: bytes, opts: ReadOptions) -> Iterator[Record]:
+    """Every record of a whole file held in memory (tests, small local use)."""
+    return read_split(Split(path, 0, len(content)), opts, lambda _: io.BytesIO(content))
+
+
+def _open_range(f: BinaryIO, split: Split) -> tuple[BinaryIO, int]:
+    """The stream to read and the byte offset of its first owned record."""
+    kind = compression(split.path)
+    if kind == ".gz":
+        return gzip.GzipFile(fileobj=f), 0
+    if kind == ".bz2":
+        return bz2.BZ2File(f), 0
+    if kind == ".xz":
+        return lzma.LZMAFile(f), 0
+    if kind == ".zst":
+        return io.BufferedReader(_ZstdReader(f), 1 << 20), 0
+    if not isinstance(f, io.BufferedIOBase):
+        f = io.BufferedReader(f)  # pyarrow's remote files: readline by buffer, not byte by byte
+    if split.start == 0:
+        return f, 0
+    # The record that straddles `start` belongs to the split before: skip to the end of the line
+    # that holds byte start-1 (nothing to skip when that byte is the newline itself).
+    f.seek(split.start - 1)
+    skipped = 0
+    while True:
+        chunk = f.readline(1 << 20)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return f, split.start - 1 + skipped
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd stream of one or more frames; input that ends inside a frame raises EOFError, as
+    gzip and bz2 do (zstandard's own stream reader returns what it has and stops)."""
+
+    def __init__(self, f: BinaryIO):
+        import zstandard
+
+        self._f, self._new = f, zstandard.ZstdDecompressor().decompressobj
+        self._d, self._out, self._at, self._started = self._new(), b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._at == len(self._out):
+            self._out, self._at = b"", 0
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if self._started and not self._d.eof:
+                    raise EOFError("zstd stream ends inside a frame")
+                return 0
+            while chunk:
+                if self._d.eof:
+                    self._d = self._new()
+                self._started = True
+                self._out += self._d.decompress(chunk)
+                chunk = self._d.unused_data if self._d.eof else b""
+        n = min(len(b), len(self._out) - self._at)
+        b[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        return n
+
+
+_CORRUPT = (EOFError, OSError, zlib.error, lzma.LZMAError)
+_FORMAT = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", None: "file"}
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """A line longer than a record may be, skipped without holding it."""
+
+    line: int
+    offset: int
+    size: int
+    max_doc_chars: int
+    head: str
+
+    def reject(self, path: str) -> Record:
+        return Record(path, self.line, self.offset, raw=self.head,
+                      reason=f"record of {self.size:,} bytes is longer than ingest.max_doc_chars="
+                             f"{self.max_doc_chars:,} allows")
+
+
+def _lines(path: str, stream, opts: ReadOptions, offset: int, end: int | None,
+           counted: SplitLines) -> Iterator[tuple[int, int, bytes] | Oversize | Record]:
+    """(line number, byte offset, bytes) per line that starts before `end`; a line longer than
+    opts.max_record_bytes is a reject and is skipped unread; a trailing reject if the stream
+    breaks. Numbers count from 1 in this stream."""
+    limit = opts.max_record_bytes
+    while end is None or offset < end:
+        try:
+            raw = stream.readline(limit + 1)
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                size, head = len(raw), _sample(raw, opts)
+                while raw and not raw.endswith(b"\n"):
+                    raw = stream.readline(1 << 20)
+                    size += len(raw)
+                counted.lines += 1
+                yield Oversize(counted.lines, offset, size, opts.max_doc_chars, head)
+                offset += size
+                continue
+        except _CORRUPT + _zstd_errors() as err:
+            yield Record(path, counted.lines + 1, offset,
+                         reason=f"truncated or corrupt {_FORMAT[compression(path)]} after line {counted.lines}: {err}")
             return
         if not raw:
             return
-        number += 1
-        yield number, offset, raw
+        counted.lines += 1
+        yield counted.lines, offset, raw
         offset += len(raw)
+
+
+def _zstd_errors() -> tuple[type[Exception], ...]:
+    try:
+        import zstandard
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
 
 
 def _decode(raw: bytes) -> tuple[str | None, str | None]:
@@ -118,10 +292,10 @@ def _sample(raw: bytes | str, opts: ReadOptions) -> str:
     return raw[: opts.reject_sample_chars]
 
 
-def _read_jsonl(path: str, stream, opts: ReadOptions) -> Iterator[Record]:
-    for item in _lines(path, stream, opts):
-        if isinstance(item, Record):
-            yield item
+def _read_jsonl(path: str, lines, opts: ReadOptions) -> Iterator[Record]:
+    for item in lines:
+        if isinstance(item, (Record, Oversize)):
+            yield item.reject(path) if isinstance(item, Oversize) else item
             continue
         number, offset, raw = item
         raw = raw.rstrip(b"\r\n")
@@ -182,39 +356,51 @@ def _fit(text: str, opts: ReadOptions) -> tuple[str, str | None]:
     return text, f"text of {len(text):,} characters is longer than ingest.max_doc_chars={opts.max_doc_chars:,}"
 
 
-def _read_text(path: str, stream, opts: ReadOptions) -> Iterator[Record]:
+def _read_text(path: str, lines, opts: ReadOptions) -> Iterator[Record]:
     if opts.text_unit == "line":
-        for item in _lines(path, stream, opts):
-            if isinstance(item, Record):
-                yield item
+        for item in lines:
+            if isinstance(item, (Record, Oversize)):
+                yield item.reject(path) if isinstance(item, Oversize) else item
             elif item[2].strip():
                 yield _text_record(path, *item, opts)
         return
-    # file and paragraph units gather lines; a paragraph starts after a blank line.
+    # file and paragraph units gather lines; a paragraph starts after a blank line. A text past
+    # what max_doc_chars allows is held only up to that (enough to cut it, or to reject it).
+    cap = 4 * opts.max_doc_chars + 4
     buf: list[bytes] = []
+    held = size = 0
     start: tuple[int, int] | None = None
-    for item in _lines(path, stream, opts):
+    for item in lines:
         if isinstance(item, Record):
             if buf:
-                yield _text_record(path, *start, b"".join(buf), opts)
+                yield _text_record(path, *start, b"".join(buf), opts, size)
                 buf = []
             yield item
             return
-        number, offset, raw = item
-        if opts.text_unit == "paragraph" and not raw.strip():
-            if buf:
-                yield _text_record(path, *start, b"".join(buf), opts)
-            buf, start = [], None
+        number, offset, raw = (item.line, item.offset, b"") if isinstance(item, Oversize) else item
+        if opts.text_unit == "paragraph" and not isinstance(item, Oversize) and not raw.strip():
+            if buf or size:
+                yield _text_record(path, *start, b"".join(buf), opts, size)
+            buf, start, held, size = [], None, 0, 0
             continue
         if start is None:
             start = (number, offset)
-        buf.append(raw)
-    if buf:
-        yield _text_record(path, *start, b"".join(buf), opts)
+        size += item.size if isinstance(item, Oversize) else len(raw)
+        if held <= cap and not isinstance(item, Oversize):
+            buf.append(raw)
+            held += len(raw)
+    if buf or size:
+        yield _text_record(path, *start, b"".join(buf), opts, size)
 
 
-def _text_record(path: str, number: int, offset: int, raw: bytes, opts: ReadOptions) -> Record:
+def _text_record(path: str, number: int, offset: int, raw: bytes, opts: ReadOptions, size: int | None = None) -> Record:
     rec = Record(path, number, offset)
+    if size is not None and size > len(raw):  # more than was held: cut, or reject by its size
+        if opts.long_docs == "reject":
+            rec.reason = f"text of {size:,} bytes is longer than ingest.max_doc_chars={opts.max_doc_chars:,}"
+            rec.raw = _sample(raw, opts)
+            return rec
+        raw = _whole_characters(raw)
     text, problem = _decode(raw)
     problem = problem or _text_problem(text, "text")
     text, problem = (text, problem) if problem else _fit(text, opts)
@@ -225,22 +411,35 @@ def _text_record(path: str, number: int, offset: int, raw: bytes, opts: ReadOpti
     return rec
 
 
-def _read_parquet(path: str, content: bytes, opts: ReadOptions) -> Iterator[Record]:
+def _whole_characters(raw: bytes) -> bytes:
+    """A UTF-8 prefix without the partial character a cut may leave at its end."""
+    for cut in range(4):
+        try:
+            (raw[: len(raw) - cut] if cut else raw).decode("utf-8")
+            return raw[: len(raw) - cut] if cut else raw
+        except UnicodeDecodeError:
+            continue
+    return raw
+
+
+def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(io.BytesIO(content))
+        pf = pq.ParquetFile(f)
         names = pf.schema_arrow.names
     except Exception as err:  # pyarrow raises several types for a corrupt footer
         yield _file_reject(path, f"unreadable parquet: {err}", b"", opts)
         return
     if opts.text_field not in names:
-        yield _file_reject(path, f"no column {opts.text_field!r} in parquet (columns: {', '.join(names)})",
-                           b"", opts)
+        if split.start == 0:  # said once per file, not once per row group
+            yield _file_reject(path, f"no column {opts.text_field!r} in parquet (columns: {', '.join(names)})",
+                               b"", opts)
         return
-    row = 0
+    row = split.first_row
+    groups = [split.start] if pf.metadata.num_row_groups else []
     try:
-        for batch in pf.iter_batches(batch_size=4096):
+        for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
             for value in batch.to_pylist():
                 row += 1
                 raw = json.dumps(value, ensure_ascii=False, default=str)

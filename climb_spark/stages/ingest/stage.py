@@ -1,13 +1,17 @@
 """Ingest stage: raw files -> `documents`, `duplicates`, `rejects`, every input record in one of them.
 
-Files are read as bytes through Spark (so S3, DBFS and local paths behave alike) and parsed in
-Python tasks by `readers.read_file`. Writes are insert-only MERGEs keyed on content (documents)
-or on position (file, line), so a re-run, or a run after a crash, leaves the same rows.
+Files are listed (by Spark for remote paths), planned into splits (byte ranges of large
+uncompressed files, parquet row groups) and streamed in Python tasks by `readers.read_split`,
+so no file is held whole and one large file is read by many tasks. Lines of a byte range are
+numbered within it and then shifted by the lines of the ranges before it, so positions are
+those of the whole file. Writes are insert-only MERGEs keyed on content (documents) or on
+position (file, line), so a re-run, or a run after a crash, leaves the same rows.
 """
 from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -18,10 +22,11 @@ from pyspark.sql import types as T
 
 from climb_spark.config import Config, check_input_exists, is_local_path
 from climb_spark.corpus import uses_default_corpus
+from climb_spark.lakehouse import files as lake_files
 from climb_spark.lakehouse.delta import merge_insert_only, session_conf
 from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
 from climb_spark.stages.contract import Counted, Stage
-from climb_spark.stages.ingest.readers import ReadOptions, n_words, read_file
+from climb_spark.stages.ingest.readers import ReadOptions, Split, SplitLines, n_words, plan, read_split
 
 PARSED = T.StructType([
     T.StructField("file", T.StringType()),
@@ -35,17 +40,42 @@ PARSED = T.StructType([
     T.StructField("n_words", T.IntegerType()),
     T.StructField("reason", T.StringType()),
     T.StructField("raw", T.StringType()),
+    # Byte ranges after a file's first: where the range starts, and on one extra row per range
+    # (no record) how many lines it held; line numbers are shifted by the ranges before.
+    T.StructField("range_start", T.LongType()),
+    T.StructField("range_lines", T.LongType()),
+])
+SPLITS = T.StructType([
+    T.StructField("path", T.StringType()),
+    T.StructField("start", T.LongType()),
+    T.StructField("end", T.LongType()),
+    T.StructField("first_row", T.LongType()),
+    T.StructField("ranged", T.BooleanType()),
 ])
 
+# An output batch holds at most this many records or characters, whichever comes first.
 _OUT_ROWS = 5000
+_OUT_CHARS = 32 << 20
 
 
-def parse_files(batches: Iterator[pd.DataFrame], opts: ReadOptions) -> Iterator[pd.DataFrame]:
-    """(path, content) rows -> parsed records, in bounded output batches."""
-    rows: list[dict] = []
+def plan_files(batches: Iterator[pd.DataFrame], opts: ReadOptions, split_bytes: int) -> Iterator[pd.DataFrame]:
+    """(path, length) rows -> the splits of each file (parquet footers are read here, in tasks)."""
     for batch in batches:
-        for path, content in zip(batch["path"], batch["content"]):
-            for rec in read_file(path, bytes(content), opts):
+        rows = []
+        for path, length in zip(batch["path"], batch["length"]):
+            splits = plan(path, int(length), opts, split_bytes, lake_files.open_input)
+            rows += [(sp.path, sp.start, sp.end, sp.first_row, len(splits) > 1 and sp.end >= 0) for sp in splits]
+        yield pd.DataFrame(rows, columns=SPLITS.fieldNames())
+
+
+def parse_splits(batches: Iterator[pd.DataFrame], opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    """Split rows -> parsed records, in bounded output batches."""
+    rows: list[dict] = []
+    chars = 0
+    for batch in batches:
+        for path, start, end, first_row, ranged in batch[SPLITS.fieldNames()].itertuples(index=False):
+            split, counted = Split(path, int(start), int(end), int(first_row)), SplitLines()
+            for rec in read_split(split, opts, lake_files.open_input, counted):
                 ok = rec.reason is None
                 rows.append({
                     "file": rec.file, "line": rec.line, "offset": rec.offset,
@@ -54,25 +84,44 @@ def parse_files(batches: Iterator[pd.DataFrame], opts: ReadOptions) -> Iterator[
                     "n_chars": len(rec.text) if ok else None,
                     "n_words": n_words(rec.text) if ok else None,
                     "reason": rec.reason, "raw": rec.raw,
+                    "range_start": split.start if ranged else None, "range_lines": None,
                 })
-                if len(rows) >= _OUT_ROWS:
+                chars += len(rec.text or rec.raw or "")
+                if len(rows) >= _OUT_ROWS or chars >= _OUT_CHARS:
                     yield _frame(rows)
-                    rows = []
+                    rows, chars = [], 0
+            if ranged:
+                rows.append({**dict.fromkeys(PARSED.fieldNames()), "file": path, "range_start": split.start,
+                             "range_lines": counted.lines})
     if rows:
         yield _frame(rows)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=PARSED.fieldNames())
-    for col in ("line", "offset", "n_chars", "n_words"):
+    for col in ("line", "offset", "n_chars", "n_words", "range_start", "range_lines"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def whole_file_lines(parsed: DataFrame) -> DataFrame:
+    """Records with line numbers of the whole file: a byte range's numbers shifted by the lines
+    of the ranges before it in the same file."""
+    counts = parsed.where(F.col("range_lines").isNotNull())
+    before = Window.partitionBy("file").orderBy("range_start").rowsBetween(Window.unboundedPreceding, -1)
+    shifts = counts.select("file", "range_start",
+                           F.coalesce(F.sum("range_lines").over(before), F.lit(0)).alias("_shift"))
+    records = parsed.where(F.col("range_lines").isNull())
+    return (records.join(F.broadcast(shifts), ["file", "range_start"], "left")
+            .withColumn("line", F.col("line") + F.coalesce(F.col("_shift"), F.lit(0)))
+            .select(*[c for c in PARSED.fieldNames() if not c.startswith("range_")]))
 
 
 @dataclass
 class IngestReport(Counted):
     run_id: str
     files: int
+    splits: int
     input_records: int
     documents: int
     new_documents: int
@@ -87,6 +136,7 @@ class IngestReport(Counted):
     def summary(self) -> str:
         lines = [
             f"ingest {self.run_id}: {self.input_records:,} input records from {self.files:,} files"
+            f" ({self.splits:,} splits)"
             f" = {self.documents:,} documents ({self.new_documents:,} new)"
             f" + {self.duplicates:,} duplicates + {self.rejects:,} rejects"
             f" [{'balanced' if self.balanced else 'UNBALANCED'}]"
@@ -104,20 +154,48 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     opts = ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
     now = F.current_timestamp()
 
-    # One file per Arrow batch bounds a Python worker's memory by the largest file.
+    listed = list_files(spark, i.input)
+    # One split per Arrow batch: a worker holds one split's output batch at a time.
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
-        local = local_files(cfg.ingest.input)
-        reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-        files = (reader.load(cfg.ingest.input) if local is None else reader.load(local) if local
-                 else spark.createDataFrame([], "path string, content binary")).select("path", "content")
-        parsed = files.mapInPandas(lambda it: parse_files(it, opts), schema=PARSED).persist()
+        splits, n_files, n_splits = plan_splits(spark, listed, opts, i.split_bytes)
+        parsed = whole_file_lines(splits.mapInPandas(lambda it: parse_splits(it, opts), schema=PARSED)).persist()
         try:
-            report = _write(spark, parsed, names, run_id, now, files.select("path").count())
+            report = _write(spark, parsed, names, run_id, now, n_files, n_splits)
         finally:
             parsed.unpersist()
     if not report.balanced:
         raise RuntimeError("ingest accounting does not add up:\n" + report.summary())
     return report
+
+
+def list_files(spark: SparkSession, path: str) -> DataFrame:
+    """(path, length) of every non-empty input file, named as Spark names them (`file:/...`)."""
+    schema = "path string, length long"
+    local = local_files(path)
+    if local is None:  # remote or a glob: Spark lists it (file contents are not read)
+        return (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
+                .select("path", "length").where(F.col("length") > 0))
+    rows = [(lake_files.local_uri(f), os.path.getsize(f)) for f in local]
+    return spark.createDataFrame([r for r in rows if r[1] > 0], schema)
+
+
+def plan_splits(spark: SparkSession, listed: DataFrame, opts: ReadOptions,
+                split_bytes: int) -> tuple[DataFrame, int, int]:
+    """The splits of every file packed into tasks of about `split_bytes` (a large file is many
+    tasks, many small files share one), the number of files and the number of splits."""
+    size = {r["path"]: r["length"] for r in listed.collect()}
+    planned = sorted(listed.mapInPandas(lambda it: plan_files(it, opts, split_bytes), schema=SPLITS).collect(),
+                     key=lambda r: (r["path"], r["start"]))
+    per_file = Counter(r["path"] for r in planned)
+    tasks, load = [], []
+    for r in planned:
+        bytes_ = r["end"] - r["start"] if r["end"] >= 0 else size[r["path"]] // per_file[r["path"]]
+        if not load or load[-1] + bytes_ > split_bytes:
+            load.append(0)
+        load[-1] += bytes_
+        tasks.append((*r, len(load) - 1))
+    frame = spark.createDataFrame(tasks, T.StructType([*SPLITS.fields, T.StructField("task", T.IntegerType())]))
+    return frame.repartitionByRange(max(1, len(load)), "task").drop("task"), len(size), len(planned)
 
 
 def local_files(path: str) -> list[str] | None:
@@ -150,7 +228,7 @@ def local_files(path: str) -> list[str] | None:
 
 
 def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id: str,
-           now, n_files: int) -> IngestReport:
+           now, n_files: int, n_splits: int) -> IngestReport:
     stamp = [F.lit(run_id).alias("ingest_run_id"), now.alias("ingested_at")]
     good = parsed.where(F.col("reason").isNull())
     rejects = parsed.where(F.col("reason").isNotNull())
@@ -191,7 +269,7 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
 
     new, present = counts.get("new", 0), counts.get("present", 0)
     return IngestReport(
-        run_id=run_id, files=n_files,
+        run_id=run_id, files=n_files, splits=n_splits,
         input_records=n_input,
         documents=new + present, new_documents=new,
         duplicates=counts.get("duplicate", 0), rejects=sum(reasons.values()),
@@ -204,6 +282,6 @@ def check(cfg: Config) -> None:
         check_input_exists("ingest.input", cfg.ingest.input)
 
 
-STAGE = Stage("ingest", "raw jsonl / jsonl.gz / parquet / text into documents, with every bad record a reject",
+STAGE = Stage("ingest", "raw jsonl / text (plain, gz, zst, bz2, xz) and parquet into documents, every bad record a reject",
               reads=(), writes=(DOCUMENTS, REJECTS, DUPLICATES), run=run, check=check,
               settings=("ingest",))

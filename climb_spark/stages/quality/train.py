@@ -3,8 +3,9 @@
 Held-out documents are a fixed hash slice of doc_id (`classifiers.holdout_fraction`), so the split
 is the same on every run. Metrics per criterion are top-class accuracy, macro-F1 and the mean
 absolute error of the expected score against the teacher's score. They go to stdout and to an
-MLflow run, together with the model files. The models are written to `classifiers.model_dir`,
-where the embed stage reads them.
+MLflow run, together with the model files. The models are written to `quality.model_dir`, where
+the embed stage reads them: compact `<criterion>.ftz` files by default (`quality.quantize`; the
+full-size model exists only in memory), and the metrics are those of the files written.
 """
 from __future__ import annotations
 
@@ -66,11 +67,13 @@ class TrainReport(Counted):
     mlflow_run_id: str
     # Criteria whose training diverged at quality.lr and was redone at a lower rate.
     lowered_lr: dict[str, float] = field(default_factory=dict)
+    # Bytes of the four model files written.
+    model_bytes: int = 0
 
     def summary(self) -> str:
         lines = [f"train-quality: 4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
-                 f"{self.n_holdout:,} held out -> {self.model_dir} (version {self.version}, "
-                 f"MLflow run {self.mlflow_run_id})"]
+                 f"{self.n_holdout:,} held out -> {self.model_dir} ({self.model_bytes / 1e6:,.1f} MB, "
+                 f"version {self.version}, MLflow run {self.mlflow_run_id})"]
         for c, m in self.metrics.items():
             lines.append(f"  {c:20s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                          f"MAE {m['mae']:.3f}")
@@ -105,13 +108,18 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
                            "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,
+                           "quantize": q.quantize, "cutoff": q.cutoff, "dsub": q.dsub, "retrain": q.retrain,
                            "n_train": len(train), "n_holdout": len(held)})
-        for c in CRITERIA:
-            path = classifiers.model_path(q.model_dir, c)
+        paths = {c: classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA}
+        for c, path in paths.items():
             lr_used[c] = classifiers.train(
                 [r["text"] for r in train], labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold),
-                path, epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket)
-            mlflow.log_metric(f"{c}.lr_used", lr_used[c])
+                path, epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket,
+                quantize=q.quantize, cutoff=q.cutoff, dsub=q.dsub, retrain=q.retrain)
+            # A model of the other format left by an earlier run would be shipped to every
+            # executor with the folder: the folder holds the four files the setting names.
+            classifiers.model_path(q.model_dir, c, not q.quantize).unlink(missing_ok=True)
+            mlflow.log_metrics({f"{c}.lr_used": lr_used[c], f"{c}.model_mb": path.stat().st_size / 1e6})
             if held:
                 import fasttext
 
@@ -119,11 +127,13 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                                       labels_for([r[c] for r in held], q.label_scheme, q.binary_threshold),
                                       [r[c] for r in held], q.label_scheme)
                 mlflow.log_metrics({f"{c}.{k}": v for k, v in metrics[c].items()})
-        version = classifiers.models_version(q.model_dir)
+        version = classifiers.models_version(q.model_dir, q.quantize)
         mlflow.set_tag("quality_model_version", version)
-        mlflow.log_artifacts(q.model_dir, artifact_path="quality_models")
+        for path in paths.values():  # these four files only, whatever else is in the folder
+            mlflow.log_artifact(str(path), artifact_path="quality_models")
     return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id,
-                       {c: lr for c, lr in lr_used.items() if lr != q.lr})
+                       {c: lr for c, lr in lr_used.items() if lr != q.lr},
+                       sum(path.stat().st_size for path in paths.values()))
 
 
 STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from climb_spark.stages.ingest.readers import ReadOptions, doc_id, file_kind, normalize_text, read_file
+from climb_spark.stages.ingest.readers import (ReadOptions, Split, SplitLines, doc_id, file_kind, normalize_text,
+                                               plan, read_file, read_split)
 
 OPTS = ReadOptions()
 
@@ -105,6 +106,7 @@ def test_parquet_rows_and_file_level_problems():
 
 
 @pytest.mark.parametrize("name, kind", [("a.jsonl", "jsonl"), ("a.JSON.gz", "jsonl"), ("a.txt.gz", "text"),
+                                        ("a.jsonl.zst", "jsonl"), ("a.jsonl.bz2", "jsonl"), ("a.txt.xz", "text"),
                                         ("a.parquet", "parquet"), ("a.csv", None), ("a.gz", None)])
 def test_file_kinds(name, kind):
     assert file_kind(name) == kind
@@ -124,3 +126,94 @@ def test_a_runaway_document_is_rejected_with_its_size_or_truncated():
     assert cut.reason is None and len(cut.text) == 1000
     (text,) = read("a.txt", huge.encode(), max_doc_chars=1000)
     assert text.reason.startswith("text of 1,500 characters")
+
+
+def _ranges(path, content, split_bytes, **kw):
+    """Read a file as the stage does: its splits, each from its own opener, line numbers shifted
+    by the lines of the ranges before."""
+    opts = ReadOptions(**kw)
+    splits = plan(path, len(content), opts, split_bytes, lambda _: io.BytesIO(content))
+    out, shift = [], 0
+    for split in splits:
+        counted = SplitLines()
+        for rec in read_split(split, opts, lambda _: io.BytesIO(content), counted):
+            rec.line += shift if not split.numbered_from_start else 0
+            out.append(rec)
+        shift += counted.lines
+    return splits, out
+
+
+@pytest.mark.parametrize("split_bytes", [1, 7, 23, 64, 10_000])
+def test_byte_ranges_read_every_record_once_at_its_whole_file_position(split_bytes):
+    lines = [json.dumps({"text": f"record {i} " + "x" * (i % 17)}) for i in range(40)]
+    lines[5], lines[6], lines[20] = "", "{broken", "   "  # blank lines count, a reject keeps its place
+    content = ("\r\n".join(lines[:10]) + "\n" + "\n".join(lines[10:]) + "\n").encode()
+    whole = read("/d/a.jsonl", content)
+    splits, ranged = _ranges("/d/a.jsonl", content, split_bytes)
+    assert len(splits) == (1 if split_bytes >= len(content) else -(-len(content) // split_bytes))
+    key = lambda r: (r.line, r.offset, r.text, r.reason)  # noqa: E731
+    assert [key(r) for r in ranged] == [key(r) for r in whole]
+    assert [r.line for r in whole if r.reason] == [7]
+
+
+def test_a_range_cut_right_after_a_newline_owns_the_next_line():
+    content = b'{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n'
+    cut = content.index(b"\n") + 1  # the second range starts exactly at line 2
+    _, recs = _ranges("a.jsonl", content, cut)
+    assert [(r.line, r.text) for r in recs] == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_text_lines_split_too_but_whole_file_units_do_not():
+    content = "".join(f"line {i}\n" for i in range(50)).encode()
+    splits, recs = _ranges("t.txt", content, 40, text_unit="line")
+    assert len(splits) > 5 and [r.line for r in recs] == list(range(1, 51))
+    assert len(plan("t.txt", len(content), ReadOptions(), 40, None)) == 1  # text_unit=file
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_compressed_files_stream_and_a_cut_stream_is_a_reject(suffix):
+    import bz2
+    import lzma
+
+    import zstandard
+
+    body = "".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(300)).encode()
+    packed = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+              ".zst": zstandard.ZstdCompressor().compress}[suffix](body)
+    path = f"a.jsonl{suffix}"
+    assert len(plan(path, len(packed), ReadOptions(), 10, None)) == 1  # never cut into ranges
+    recs = read(path, packed)
+    assert [r.text for r in recs] == [f"document number {i}" for i in range(300)]
+    cut = read(path, packed[: len(packed) // 2])
+    name = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}[suffix]
+    assert cut[-1].reason.startswith(f"truncated or corrupt {name} after line {len(cut) - 1}")
+    assert all(r.reason is None for r in cut[:-1]) and len(cut) - 1 < 300
+
+
+def test_parquet_is_split_by_row_group_with_rows_numbered_over_the_file():
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(25)]}), buf, row_group_size=10)
+    content = buf.getvalue()
+    splits, recs = _ranges("p.parquet", content, 1)
+    assert [(s.start, s.first_row) for s in splits] == [(0, 0), (1, 10), (2, 20)]
+    assert [(r.line, r.text) for r in recs] == [(i + 1, f"row {i}") for i in range(25)]
+
+
+def test_a_line_longer_than_any_record_is_skipped_unread():
+    content = b'{"text": "' + b"w" * 2_000_000 + b'"}\n{"text": "after"}\n'
+    first, after = read("a.jsonl", content, max_doc_chars=100)
+    assert first.reason == "record of 2,000,013 bytes is longer than ingest.max_doc_chars=100 allows"
+    assert first.raw.startswith('{"text": "www') and (after.line, after.text) == (2, "after")
+    whole_text = ("w" * 3000 + "\n") * 5
+    (big,) = read("t.txt", whole_text.encode(), max_doc_chars=100)
+    assert big.reason.startswith("text of 15,005 bytes is longer")
+    (cut,) = read("t.txt", whole_text.encode(), max_doc_chars=100, long_docs="truncate")
+    assert cut.text == "w" * 100
+
+
+def test_an_unreadable_file_is_a_reject():
+    def gone(path):
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    (rec,) = read_split(Split("/x/gone.jsonl", 0, 10), ReadOptions(), gone)
+    assert rec.reason.startswith("unreadable file: [Errno 2] No such file or directory")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from climb_spark.corpus import build
@@ -138,7 +139,7 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
     assert report.balanced
     assert report.input_records == counts["documents"] + counts["duplicates"] + counts["rejects"]
     docs = {r["text"][:20]: r for r in t["documents"].select("text", "source", "n_chars", "file").collect()}
-    # The 50 MB line is read whole and rejected for its size (ingest.max_doc_chars), not dropped.
+    # The 50 MB line is rejected for its size (ingest.max_doc_chars) without being held whole.
     assert "word word word word " not in docs
     assert {t[:20] for t in ("small", "fine", "数据混合的聚类方法", "تنقية البيانات على نطاق واسع")} <= set(docs)
     reasons = {}
@@ -149,7 +150,7 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
             "JSON value is an array, not an object"} <= reasons["types.jsonl"]
     assert reasons["blob.bin"] == {"unsupported file type"}
     assert reasons["blank.txt"] == {"empty or whitespace-only text"}
-    assert reasons["big.jsonl"] == {"text of 50,000,000 characters is longer than ingest.max_doc_chars=1,000,000"}
+    assert reasons["big.jsonl"] == {"record of 50,000,013 bytes is longer than ingest.max_doc_chars=1,000,000 allows"}
     assert any(r.startswith("truncated or corrupt gzip") for r in reasons["cut.jsonl.gz"])
     assert reasons["noise.jsonl"] and not any(r["file"].endswith("noise.jsonl") for r in docs.values())
     # Every input line of every file is somewhere: count per file across the three tables.
@@ -174,3 +175,44 @@ def test_a_symlink_loop_and_a_second_name_are_read_once(spark, cfg):
     # a.jsonl is read under one of its two names (the first in listing order), not both.
     assert [f.rsplit("/", 1)[1] for f in files if f.endswith(("alias.jsonl", "/a.jsonl"))] == ["alias.jsonl"]
     assert t["duplicates"].count() == 2  # the two in write_inputs, none from phantom copies
+
+
+def test_large_files_are_read_in_ranges_and_compressed_ones_streamed(spark, cfg):
+    """A file larger than ingest.split_bytes is read by many tasks; every record keeps its whole-file
+    line, so a run with other split sizes finds exactly the same rows."""
+    import bz2
+
+    import zstandard
+
+    folder = Path(cfg.ingest.input)
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"text": f"Ranged record {i} " + "pad " * (i % 9)}) for i in range(400)]
+    lines[57], lines[58], lines[300] = "", "{broken", lines[10]  # a blank line, a reject, a duplicate
+    (folder / "big.jsonl").write_text("\n".join(lines) + "\n")
+    body = "".join(json.dumps({"text": f"Packed note {i}."}) + "\n" for i in range(120)).encode()
+    (folder / "z.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(body))
+    (folder / "b.jsonl.bz2").write_bytes(bz2.compress(body.replace(b"Packed", b"Bzipped")))
+    pq.write_table(pa.table({"text": [f"Grouped row {i}." for i in range(50)]}), folder / "g.parquet",
+                   row_group_size=20)
+
+    small = cfg.replace({"ingest.split_bytes": 1500})
+    report = ingest.run(spark, small)
+    size = (folder / "big.jsonl").stat().st_size
+    assert report.balanced and report.files == 4
+    assert report.splits == -(-size // 1500) + 1 + 1 + 3
+    assert report.input_records == 399 + 120 + 120 + 50 and report.rejects == 1 and report.duplicates == 1
+    t = tables(spark, small)
+    where = {r["text"]: r["line"] for r in t["documents"].where(F.col("file").endswith("big.jsonl")).collect()}
+    assert len(where) == 397 and all(where[json.loads(lines[i])["text"]] == i + 1 for i in range(400)
+                                     if i not in (57, 58, 300))
+    assert [(r["line"], r["reason"].split(":")[0]) for r in t["rejects"].collect()] == [(59, "malformed JSON")]
+    assert [r["line"] for r in t["duplicates"].collect()] == [301]
+    rows = {r["text"]: r["line"] for r in t["documents"].where(F.col("file").endswith("g.parquet")).collect()}
+    assert rows == {f"Grouped row {i}.": i + 1 for i in range(50)}
+
+    before = {k: (v.collect(), v.schema) for k, v in tables(spark, small).items()}
+    again = ingest.run(spark, cfg.replace({"ingest.split_bytes": 1 << 30}))  # other splits, same positions
+    assert again.balanced and again.new_documents == 0 and again.splits == 6
+    for name, table in tables(spark, cfg).items():
+        assertDataFrameEqual(table.drop("ingest_run_id", "ingested_at"),
+                             spark.createDataFrame(*before[name]).drop("ingest_run_id", "ingested_at"))

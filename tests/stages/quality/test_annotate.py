@@ -23,7 +23,12 @@ def write_docs(folder: Path, texts):
 
 
 def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
-    cfg = cfg.replace({"quality.model_dir": str(tmp_path / "q"), "quality.holdout_fraction": 0.25})
+    cfg = cfg.replace({"quality.model_dir": str(tmp_path / "q"), "quality.holdout_fraction": 0.25,
+                       "quality.quantize": True})
+    # A full model left by an earlier run with quality.quantize=false: not kept, shipped or logged.
+    stale = classifiers.model_path(cfg.quality.model_dir, "quality", False)
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old full model")
     build(CorpusConfig(output=cfg.ingest.input, max_docs=200, seed=9))
     ingest.run(spark, cfg)
     first = annotate.run(spark, cfg)
@@ -36,8 +41,12 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
 
     report = train.run(spark, cfg)
     assert report.n_train + report.n_holdout == 200 and 20 < report.n_holdout < 80
+    # Compact models only (quality.quantize, the default): the full ones never reach the disk.
+    kept = sorted(p.name for p in Path(cfg.quality.model_dir).iterdir())
+    assert kept == sorted(f"{c}.ftz" for c in CRITERIA)
+    assert report.model_bytes < 4 * 2_000_000 and "MB, version" in report.summary()
     for c in CRITERIA:
-        assert classifiers.model_path(cfg.quality.model_dir, c).is_file()
+        assert classifiers.model_path(cfg.quality.model_dir, c, True).is_file()
         assert 0 <= report.metrics[c]["accuracy"] <= 1 and report.metrics[c]["mae"] < 2.5
     # The held-out split is the teacher's judgement the student never saw; it should beat chance.
     assert report.metrics["advertisement"]["accuracy"] > 0.4
@@ -47,7 +56,8 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     assert run.data.metrics["quality.macro_f1"] == report.metrics["quality"]["macro_f1"]
     assert run.data.tags["quality_model_version"] == report.version
     arts = {a.path for a in MlflowClient().list_artifacts(report.mlflow_run_id, "quality_models")}
-    assert arts == {f"quality_models/{c}.bin" for c in CRITERIA}
+    assert arts == {f"quality_models/{c}.ftz" for c in CRITERIA}
+    assert run.data.params["quantize"] == "True" and run.data.metrics["quality.model_mb"] < 2
 
     # Where every annotation is in the held-out slice there is nothing to train on: an error, not
     # a student trained on its own test set reporting accuracy 1.0.

@@ -1,0 +1,142 @@
+"""Compact (quantized) vs full fastText quality models: file sizes, score agreement, worker memory.
+
+    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--cutoff N] [--dsub N] [--retrain]
+                                                  [--rss-docs 2000] [--no-rss]
+
+Real text (the sample corpus) labelled by the heuristic teacher; a fixed 20% of the documents is
+held out. Per criterion, the full model and the compact one are trained by the project's own
+`classifiers.train` with the QualityConfig defaults (the compact one from the same, deterministic,
+single-threaded training, then pruned and product-quantized), and both score the held-out texts.
+Printed: file sizes, the MAE between the two models' expected scores, and each model's MAE
+against the teacher's labels. Then the peak RSS (ru_maxrss) of a fresh process per variant that
+does an embed worker's job on CPU: load MiniLM and the four models, embed and score documents
+through `embed_batches`, the function the Spark stage runs in each Python worker.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from climb_spark.config import CorpusConfig, QualityConfig  # noqa: E402
+from climb_spark.corpus import build  # noqa: E402
+from climb_spark.rubric import CRITERIA  # noqa: E402
+from climb_spark.stages.quality import classifiers  # noqa: E402
+
+
+def corpus_texts(folder: Path, n: int) -> list[str]:
+    build(CorpusConfig(output=str(folder), max_docs=n, seed=1))
+    return [json.loads(line)["text"] for f in sorted(folder.glob("*.jsonl")) for line in f.open()]
+
+
+def held_out(text: str) -> bool:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5 == 0
+
+
+def rss_worker(model_dir: str, quantized: bool, corpus: str, n_docs: int, version: str) -> None:
+    """One embed worker's life on CPU; prints its peak RSS in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    import pandas as pd
+
+    from climb_spark.config import EmbedConfig
+    from climb_spark.stages.embed import encoder
+    from climb_spark.stages.embed import stage as embed
+
+    texts = [json.loads(line)["text"] for f in sorted(Path(corpus).glob("*.jsonl")) for line in f.open()][:n_docs]
+    e = EmbedConfig()
+    f = embed.Embedder(model=encoder.resolve_model(e.model), dim=384, max_seq_length=e.max_seq_length,
+                       batch_size=e.batch_size, normalize=e.normalize, trust_remote_code=False, device="cpu",
+                       fp16=False, quality_dir=model_dir, quality_quantized=quantized)
+    # Arrow batches as Spark hands them to mapInPandas (~256 documents a task, see embed.by_length).
+    batches = (pd.DataFrame({"doc_id": [str(i) for i in range(s, min(s + 256, len(texts)))],
+                             "text": texts[s:s + 256]}) for s in range(0, len(texts), 256))
+    rows = sum(len(out) for out in embed.embed_batches(batches, f, version))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
+
+
+def peak_rss(model_dir: Path, quantized: bool, corpus: Path, n_docs: int) -> dict:
+    # The models' version hash is the driver's work (embed.run): reading 1.6 GB of full models
+    # here would count in the worker's peak.
+    version = classifiers.models_version(str(model_dir), quantized)
+    done = subprocess.run([sys.executable, __file__, "--rss-worker", str(model_dir), str(int(quantized)),
+                           str(corpus), str(n_docs), version], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    q = QualityConfig()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=3000)
+    ap.add_argument("--cutoff", type=int, default=q.cutoff)
+    ap.add_argument("--dsub", type=int, default=q.dsub)
+    ap.add_argument("--retrain", action="store_true", default=q.retrain)
+    ap.add_argument("--rss-docs", type=int, default=2000)
+    ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--rss-worker", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_worker:
+        model_dir, quantized, corpus, n_docs, version = args.rss_worker
+        return rss_worker(model_dir, quantized == "1", corpus, int(n_docs), version)
+
+    tmp = Path(tempfile.mkdtemp(prefix="climb-bench-quality-"))
+    texts = corpus_texts(tmp / "corpus", args.docs)
+    train = [t for t in texts if not held_out(t)]
+    held = [t for t in texts if held_out(t)]
+    from climb_spark.stages.quality.heuristic_teacher import rubric_scores
+
+    train_labels = [rubric_scores(t) for t in train]
+    held_labels = [rubric_scores(t) for t in held]
+    print(f"{len(train)} training / {len(held)} held-out documents (sample corpus, heuristic teacher); "
+          f"epoch {q.epoch} lr {q.lr} wordNgrams {q.word_ngrams} dim {q.dim} bucket {q.bucket:,}; "
+          f"compact: cutoff {args.cutoff:,} dsub {args.dsub} retrain {args.retrain} qnorm")
+    full_dir, compact_dir = tmp / "full", tmp / "compact"
+    common = dict(epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket)
+    print(f"{'criterion':20s} {'full MB':>8s} {'compact MB':>10s} {'MAE full~compact':>16s} "
+          f"{'p99 |diff|':>10s} {'MAE full~teacher':>16s} {'MAE compact~teacher':>19s}")
+    sizes = {False: 0, True: 0}
+    worst = 0.0
+    for c in CRITERIA:
+        labels = [lab[c] for lab in train_labels]
+        truth = np.array([lab[c] for lab in held_labels], dtype=np.float64)
+        scores, mb = {}, {}
+        for quantized, folder in ((False, full_dir), (True, compact_dir)):
+            path = classifiers.model_path(str(folder), c, quantized)
+            lr = classifiers.train(train, labels, path, quantize=quantized, cutoff=args.cutoff, dsub=args.dsub,
+                                   retrain=args.retrain, **common)
+            if lr != q.lr:
+                print(f"  note: {c} {'compact' if quantized else 'full'} trained at lr {lr:g} (NaN at {q.lr:g})")
+            import fasttext
+
+            scores[quantized] = classifiers.expected_scores(fasttext.load_model(str(path)), held)
+            mb[quantized] = path.stat().st_size / 1e6
+            sizes[quantized] += path.stat().st_size
+        diff = np.abs(scores[True] - scores[False])
+        worst = max(worst, float(diff.mean()))
+        print(f"{c:20s} {mb[False]:8.1f} {mb[True]:10.2f} {diff.mean():16.4f} {np.quantile(diff, 0.99):10.3f} "
+              f"{np.abs(scores[False] - truth).mean():16.3f} {np.abs(scores[True] - truth).mean():19.3f}")
+    print(f"{'total':20s} {sizes[False] / 1e6:8.1f} {sizes[True] / 1e6:10.2f}   "
+          f"compact/full {sizes[True] / sizes[False]:.4f} ({sizes[False] / sizes[True]:,.0f}x smaller); "
+          f"worst per-criterion MAE full~compact {worst:.4f}")
+
+    if not args.no_rss:
+        rss = {quantized: peak_rss(folder, quantized, tmp / "corpus", args.rss_docs)
+               for quantized, folder in ((False, full_dir), (True, compact_dir))}
+        print(f"embed worker on CPU (MiniLM + four models, {rss[True]['rows']} documents embedded and scored), "
+              f"peak RSS: full {rss[False]['peak_rss_mb']:,.0f} MB | compact {rss[True]['peak_rss_mb']:,.0f} MB | "
+              f"ratio {rss[True]['peak_rss_mb'] / rss[False]['peak_rss_mb']:.2f}x")
+    print(f"(files under {tmp})")
+
+
+if __name__ == "__main__":
+    main()
