@@ -97,7 +97,7 @@ def worker_peak_rss(stop: threading.Event, peak: list[int]) -> None:
     while not stop.wait(0.5):
         for proc in psutil.process_iter(["cmdline", "memory_info"]):
             cmd = " ".join(proc.info["cmdline"] or [])
-            if "pyspark" in cmd and ("worker" in cmd or "daemon" in cmd) and proc.info["memory_info"]:
+            if "pyspark.daemon" in cmd and proc.info["memory_info"]:
                 peak[0] = max(peak[0], proc.info["memory_info"].rss)
 
 

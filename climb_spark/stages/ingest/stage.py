@@ -158,11 +158,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     # One split per Arrow batch: a worker holds one split's output batch at a time.
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
         splits, n_files, n_splits = plan_splits(spark, listed, opts, i.split_bytes)
-        parsed = whole_file_lines(splits.mapInPandas(lambda it: parse_splits(it, opts), schema=PARSED)).persist()
+        # Cached before the line shift: the shift reads the ranges' line counts and their records
+        # from the same parse.
+        raw = splits.mapInPandas(lambda it: parse_splits(it, opts), schema=PARSED).persist()
         try:
-            report = _write(spark, parsed, names, run_id, now, n_files, n_splits)
+            report = _write(spark, whole_file_lines(raw), names, run_id, now, n_files, n_splits)
         finally:
-            parsed.unpersist()
+            raw.unpersist()
     if not report.balanced:
         raise RuntimeError("ingest accounting does not add up:\n" + report.summary())
     return report
@@ -227,17 +229,24 @@ def local_files(path: str) -> list[str] | None:
     return out
 
 
+# Positions of at most this many records are broadcast to pick the wide rows to write; past it,
+# the pick is a shuffle join.
+_BROADCAST_KEYS = 2_000_000
+
+
 def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id: str,
            now, n_files: int, n_splits: int) -> IngestReport:
     stamp = [F.lit(run_id).alias("ingest_run_id"), now.alias("ingested_at")]
     good = parsed.where(F.col("reason").isNull())
     rejects = parsed.where(F.col("reason").isNotNull())
 
+    # Records are classified on their positions and ids alone, so the text is never shuffled to
+    # find duplicates: only the positions of the smaller class pick the rows to write.
     existing = spark.table(names["documents"]).select(
         "doc_id", F.col("file").alias("_e_file"), F.col("line").alias("_e_line"))
     first = Window.partitionBy("doc_id").orderBy("file", "line")
     classified = (
-        good.join(existing, "doc_id", "left")
+        good.select("doc_id", "file", "line", "offset").join(existing, "doc_id", "left")
         .withColumn("_rank", F.row_number().over(first))
         .withColumn(
             "_class",
@@ -247,7 +256,7 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
                           F.lit("present")).otherwise(F.lit("duplicate")))
             .when(F.col("_rank") == 1, F.lit("new"))
             .otherwise(F.lit("duplicate")),
-        )
+        ).select("doc_id", "file", "line", "offset", "_class")
     ).persist()
     try:
         n_input = parsed.count()
@@ -256,18 +265,22 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
         kind = F.regexp_replace("reason", "(?<![A-Za-z-])[0-9]+", "N").alias("kind")
         reasons = {r["kind"]: r["n"] for r in rejects.groupBy(kind).agg(F.count("*").alias("n")).collect()}
 
-        doc_cols = [c for c in DOCUMENTS.schema.fieldNames() if c not in ("ingest_run_id", "ingested_at")]
-        merge_insert_only(spark, names["documents"],
-                          classified.where(F.col("_class") == "new").select(*doc_cols, *stamp), DOCUMENTS.key)
-        merge_insert_only(spark, names["duplicates"],
-                          classified.where(F.col("_class") == "duplicate")
-                          .select("file", "line", "offset", "doc_id", *stamp), DUPLICATES.key)
-        merge_insert_only(spark, names["rejects"],
-                          rejects.select("file", "line", "offset", "reason", "raw", *stamp), REJECTS.key)
+        new, n_good = counts.get("new", 0), sum(counts.values())
+        if new:
+            doc_cols = [c for c in DOCUMENTS.schema.fieldNames() if c not in ("ingest_run_id", "ingested_at")]
+            merge_insert_only(spark, names["documents"], _pick(good, classified, new, n_good)
+                              .select(*doc_cols, *stamp), DOCUMENTS.key)
+        if counts.get("duplicate", 0):
+            merge_insert_only(spark, names["duplicates"],
+                              classified.where(F.col("_class") == "duplicate")
+                              .select("file", "line", "offset", "doc_id", *stamp), DUPLICATES.key)
+        if reasons:
+            merge_insert_only(spark, names["rejects"],
+                              rejects.select("file", "line", "offset", "reason", "raw", *stamp), REJECTS.key)
     finally:
         classified.unpersist()
 
-    new, present = counts.get("new", 0), counts.get("present", 0)
+    present = counts.get("present", 0)
     return IngestReport(
         run_id=run_id, files=n_files, splits=n_splits,
         input_records=n_input,
@@ -275,6 +288,16 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
         duplicates=counts.get("duplicate", 0), rejects=sum(reasons.values()),
         reject_reasons=reasons,
     )
+
+
+def _pick(good: DataFrame, classified: DataFrame, new: int, n_good: int) -> DataFrame:
+    """The wide rows of the new documents, selected by the positions of whichever class is
+    smaller: the new ones (a re-run adding a few files) or the others (a first ingest)."""
+    is_new = F.col("_class") == "new"
+    keys, how, n_keys = ((classified.where(is_new), "left_semi", new) if new <= n_good - new
+                         else (classified.where(~is_new), "left_anti", n_good - new))
+    keys = keys.select("file", "line")
+    return good.join(F.broadcast(keys) if n_keys <= _BROADCAST_KEYS else keys, ["file", "line"], how)
 
 
 def check(cfg: Config) -> None:
