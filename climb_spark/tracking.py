@@ -43,11 +43,49 @@ def experiment(cfg: MlflowConfig) -> str:
     return mlflow.create_experiment(cfg.experiment, artifact_location=location)
 
 
-class SearchRun:
-    """The MLflow side of one search: a parent run found again by its search id (so a resumed
-    search continues it) and one child run per proxy, found again by the proxy's key."""
+def context_tags(tags: dict[str, str]) -> dict[str, str]:
+    """`tags` plus what MLflow's fluent API adds to a run by itself (user, source name and type),
+    the git commit of the code when it runs from a checkout, and the package version: runs made
+    with the client API would otherwise carry none of it."""
+    import subprocess
 
-    def __init__(self, cfg: MlflowConfig, search_id: str, run_name: str, params: dict[str, object]):
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from climb_spark import __version__
+
+    out = resolve_tags({**tags, "climb.version": __version__})
+    if "mlflow.source.git.commit" not in out:
+        try:
+            commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                                    capture_output=True, text=True, timeout=5)
+            if commit.returncode == 0:
+                out["mlflow.source.git.commit"] = commit.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass  # an installed wheel has no checkout to name
+    return out
+
+
+def dataset_inputs(tables: dict[str, int], context: str) -> list:
+    """MLflow dataset inputs for Delta tables read at these versions (name -> version)."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    out = []
+    for quoted, version in tables.items():
+        name = quoted.replace("`", "")  # as SQL users write it: catalog.schema.table
+        source = DeltaDatasetSource(delta_table_name=name, delta_table_version=version)
+        out.append(DatasetInput(MetaDataset(source, name=name.rsplit(".", 1)[-1], digest=f"v{version}")
+                                ._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    return out
+
+
+class SearchRun:
+    """The MLflow side of one search (or comparison, `role`): a parent run found again by its id
+    (so a resumed search continues it) and one child run per proxy, found again by the proxy's key."""
+
+    def __init__(self, cfg: MlflowConfig, search_id: str, run_name: str, params: dict[str, object],
+                 role: str = "search", inputs: dict[str, int] | None = None):
         from mlflow.tracking import MlflowClient
 
         self.experiment_id = experiment(cfg)
@@ -55,15 +93,17 @@ class SearchRun:
         self.search_id = search_id
         self._steps: dict[str, set[int]] = {}
         found = self.client.search_runs([self.experiment_id], f"tags.`climb.search_id` = {_literal(search_id)} "
-                                        "and tags.`climb.role` = 'search'", max_results=1)
+                                        f"and tags.`climb.role` = {_literal(role)}", max_results=1)
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                         tags={"climb.search_id": search_id, "climb.role": "search"})
+                                         tags=context_tags({"climb.search_id": search_id, "climb.role": role}))
             self.run_id = run.info.run_id
             self.client.log_batch(self.run_id, params=_params(params))
+            if inputs:
+                self.client.log_inputs(self.run_id, datasets=dataset_inputs(inputs, role))
         children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = {_literal(self.run_id)}",
                                            max_results=50000)
         self.children = {r.data.tags.get("climb.proxy_key"): r.info.run_id for r in children}
@@ -77,8 +117,8 @@ class SearchRun:
             started = int((time.time() - float(result["seconds"])) * 1000)
             run_id = self.client.create_run(
                 self.experiment_id, start_time=started, run_name=f"proxy-{spec.iteration}.{spec.index}",
-                tags={"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
-                      "climb.proxy_key": key, "climb.role": "proxy"}).info.run_id
+                tags=context_tags({"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
+                                   "climb.proxy_key": key, "climb.role": "proxy"})).info.run_id
             params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,
                       "tokens_trained": result.get("tokens_trained", 0)}
             params.update({f"w_{i:02d}": round(float(w), 6) for i, w in enumerate(spec.weights)})
@@ -130,11 +170,17 @@ class SearchRun:
     def log_dict(self, data: dict, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
 
-    def log_lightgbm(self, booster, name: str = "predictor") -> None:
+    def log_lightgbm(self, booster, weights, name: str = "predictor") -> None:
+        """The predictor with its signature: one weight column per super-cluster in, the
+        predicted score out (`weights`: mixtures it was fitted on, a few kept as the example)."""
         import mlflow
+        import pandas as pd
+        from mlflow.models import infer_signature
 
+        x = pd.DataFrame(weights, columns=[f"w_{i:02d}" for i in range(len(weights[0]))]).astype("float64")
+        signature = infer_signature(x, booster.predict(x.to_numpy()))
         with mlflow.start_run(run_id=self.run_id):
-            mlflow.lightgbm.log_model(booster, name=name)
+            mlflow.lightgbm.log_model(booster, name=name, signature=signature, input_example=x.head(3))
 
     def finish(self) -> None:
         self.client.set_terminated(self.run_id)

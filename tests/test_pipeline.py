@@ -83,7 +83,7 @@ def pipeline(tmp_path_factory):
 def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
     sets, stdout = pipeline
     assert "sample corpus: 150 documents" in stdout
-    m = re.search(r"(\d+) input records from (\d+) files = ([\d,]+) documents \(([\d,]+) new\) "
+    m = re.search(r"(\d+) input records from (\d+) files \(\d+ splits?\) = ([\d,]+) documents \(([\d,]+) new\) "
                   r"\+ (\d+) duplicates \+ (\d+) rejects \[balanced\]", stdout)
     assert m, stdout
     records, _, docs, new, dups, rejects = (int(g.replace(",", "")) for g in m.groups())
@@ -187,7 +187,24 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     compare_run = client.get_run(out["compare"]["climb"]["mlflow_run_id"])
     assert "figures/comparison.png" in {a.path for a in client.list_artifacts(compare_run.info.run_id, "figures")}
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-    assert [mm.name for mm in models if mm.source_run_id == parent.info.run_id] == ["predictor"]
+    (predictor,) = [mm for mm in models if mm.source_run_id == parent.info.run_id]
+    assert predictor.name == "predictor"
+    # MLflow conventions: the predictor's signature (a weight per super-cluster in, a score out),
+    # context tags on runs made through the client API, the Delta tables read with their versions.
+    info = mlflow.models.get_model_info(predictor.model_uri)
+    assert [c.name for c in info.signature.inputs.inputs] == [f"w_{i:02d}" for i in range(m)]
+    assert info.signature.outputs is not None
+    for run in (parent, children[0], compare_run):
+        assert run.data.tags["mlflow.user"] and run.data.tags["climb.version"] == "0.1.0"
+        if (ROOT / ".git").exists():  # the code's commit, when it runs from a checkout
+            assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["mlflow.source.git.commit"])
+    assert (parent.data.tags["climb.role"], children[0].data.tags["climb.role"],
+            compare_run.data.tags["climb.role"]) == ("search", "proxy", "compare")
+    inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"documents", "doc_features", "doc_clusters", "cluster_stats", "super_clusters"}
+    source = json.loads(inputs["documents"].dataset.source)
+    assert source["delta_table_name"] == "climb.documents" and source["delta_table_version"] >= 1
+    assert {t.key: t.value for t in inputs["documents"].tags} == {"mlflow.data.context": "search"}
 
 
 def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):

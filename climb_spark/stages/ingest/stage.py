@@ -136,7 +136,7 @@ class IngestReport(Counted):
     def summary(self) -> str:
         lines = [
             f"ingest {self.run_id}: {self.input_records:,} input records from {self.files:,} files"
-            f" ({self.splits:,} splits)"
+            f" ({self.splits:,} split{'' if self.splits == 1 else 's'})"
             f" = {self.documents:,} documents ({self.new_documents:,} new)"
             f" + {self.duplicates:,} duplicates + {self.rejects:,} rejects"
             f" [{'balanced' if self.balanced else 'UNBALANCED'}]"

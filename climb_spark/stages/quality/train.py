@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from climb_spark import tracking
 from climb_spark.config import Config
 from climb_spark.errors import InputError, PreconditionError
+from climb_spark.lakehouse.delta import table_version
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Counted, Stage
@@ -104,7 +105,10 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
     experiment_id = tracking.experiment(cfg.mlflow)
     metrics: dict[str, dict[str, float]] = {}
     lr_used: dict[str, float] = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality") as active:
+    read = {name: table_version(spark, name) for name in (lake.name(ANNOTATIONS), lake.name(DOCUMENTS))}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality",
+                          tags={"climb.role": "train-quality"}) as active:
+        mlflow.MlflowClient().log_inputs(active.info.run_id, datasets=tracking.dataset_inputs(read, "training"))
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
                            "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,

@@ -57,7 +57,8 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
     cid = "compare-" + content_id(key, 10)
     tracker = SearchRun(cfg.mlflow, cid, "compare", {"methods": ",".join(cfg.compare.methods),
                                                      "seeds": ",".join(map(str, cfg.compare.seeds)),
-                                                     "pool_id": pool.pool_id})
+                                                     "pool_id": pool.pool_id},
+                        role="compare", inputs=search.read_versions(spark, lake))
     runner = ProxyRunner(spark, pool, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), tracker,
                          cfg.search.parallelism, log)
     specs = [ProxySpec(cid, method, 0, i * len(cfg.compare.seeds) + j, tuple(finals[method].weights), seed)

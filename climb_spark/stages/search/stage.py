@@ -21,7 +21,7 @@ from climb_spark import tracking
 from climb_spark.config import Config, check_method, check_search
 from climb_spark.errors import ClimbError
 from climb_spark.ids import search_id
-from climb_spark.lakehouse.delta import merge_upsert
+from climb_spark.lakehouse.delta import merge_upsert, table_version
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
                                           PROXY_RESULTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
 from climb_spark.proxy import pools
@@ -73,7 +73,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         "super_clusters": len(prior), **{f"search.{k}": v for k, v in dataclasses.asdict(cfg.search).items()},
         **{f"proxy.{k}": v for k, v in dataclasses.asdict(cfg.proxy).items()},
         **{f"target.{k}": v for k, v in dataclasses.asdict(cfg.target).items()},
-        **{f"prior_{i:02d}": round(p, 6) for i, p in enumerate(prior)}})
+        **{f"prior_{i:02d}": round(p, 6) for i, p in enumerate(prior)}}, inputs=read_versions(spark, lake))
     runner = ProxyRunner(spark, pool, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), tracker,
                          cfg.search.parallelism, log)
     history: list[dict] = []
@@ -126,6 +126,12 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
                         tracker.run_id, result.chosen_from, result.warnings)
 
 
+def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
+    """The tables a search reads (through its token pool and lineage checks), at their versions."""
+    return {lake.name(spec): table_version(spark, lake.name(spec))
+            for spec in (DOCUMENTS, DOC_FEATURES, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS)}
+
+
 def _names(spark: SparkSession, lake: Lakehouse, pool: pools.Pool) -> list[str]:
     """'id: top terms' per super-cluster of the pool, for the figures' axes."""
     rows = spark.table(lake.ensure(spark, SUPER_CLUSTERS)).select("super_cluster_id", "description").collect()
@@ -149,7 +155,7 @@ def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Resul
         tracker.log_figure(plots.weights_by_iteration(history, weights, result.prior, names), "figures/weights_by_iteration.png")
     if result.fit is not None:
         tracker.log_figure(plots.predicted_vs_actual(history, result.fit), "figures/predicted_vs_actual.png")
-        tracker.log_lightgbm(result.fit.booster)
+        tracker.log_lightgbm(result.fit.booster, [r["weights"] for r in history])
 
 
 def check(cfg: Config) -> None:

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from climb_spark.config import CorpusConfig
 from climb_spark.corpus import build
 from climb_spark.errors import InputError, ServiceError
+from climb_spark.lakehouse.delta import table_version
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOC_CLUSTERS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.ingest import stage as ingest
@@ -58,6 +59,10 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     arts = {a.path for a in MlflowClient().list_artifacts(report.mlflow_run_id, "quality_models")}
     assert arts == {f"quality_models/{c}.ftz" for c in CRITERIA}
     assert run.data.params["quantize"] == "True" and run.data.metrics["quality.model_mb"] < 2
+    lake = Lakehouse(cfg.lakehouse)
+    assert {d.dataset.name: json.loads(d.dataset.source)["delta_table_version"] for d in run.inputs.dataset_inputs} \
+        == {"annotations": table_version(spark, lake.name(ANNOTATIONS)), "documents": table_version(spark, lake.name(DOCUMENTS))}
+    assert run.data.tags["climb.role"] == "train-quality" and run.data.tags["mlflow.user"]
 
     # Where every annotation is in the held-out slice there is nothing to train on: an error, not
     # a student trained on its own test set reporting accuracy 1.0.
