@@ -77,7 +77,10 @@ def test_a_stage_run_too_early_on_a_new_lakehouse_creates_nothing(tmp_path):
         "doc_features, which does not exist yet: run `climb-spark embed` first; prune reads documents, which does "
         "not exist yet: run `climb-spark ingest` first"]
     assert not (tmp_path / "lake").exists()  # no metastore, no table, no folder
-    remote = climb("sql", {"lakehouse.root": "s3://bucket/lake", "spark.local_catalog": "true"}, "SELECT 1")
+    # (with the MLflow store and the models set apart from the remote root, which has its own errors)
+    remote = climb("sql", {"lakehouse.root": "s3://bucket/lake", "spark.local_catalog": "true",
+                           "mlflow.tracking_uri": "http://mlflow:5000", "quality.model_dir": str(tmp_path / "q")},
+                   "SELECT 1")
     assert remote.returncode == 2 and remote.stderr.strip().splitlines() == [
         "climb-spark: config error: lakehouse.root: s3://bucket/lake is not a local folder, and "
         "spark.local_catalog (embedded Derby) keeps its metastore there; use a local root, or set "
