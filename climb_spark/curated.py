@@ -51,9 +51,10 @@ def check_lineage(spark: SparkSession, cfg: Config, supers: list[dict]) -> None:
         raise PreconditionError(f"super_clusters come from clustering {sorted(pruned)}, not the current {current}: "
                                 "re-run `climb-spark prune`")
     counted = spark.table(lake.ensure(spark, CLUSTER_STATS)).agg(F.sum("n_docs")).first()[0] or 0
-    if counted != assigned.count():
+    held = assigned.count()
+    if counted != held:
         raise PreconditionError(f"cluster_stats count {counted:,} documents, the clustering now holds "
-                                f"{assigned.count():,} (documents assigned since the last prune): re-run `climb-spark prune`")
+                                f"{held:,} (documents assigned since the last prune): re-run `climb-spark prune`")
     stats = spark.table(lake.ensure(spark, CLUSTER_STATS)).where("kept").select(
         "cluster_id", "super_cluster_id", "cluster_run_id").collect()
     by_stats = {(r["cluster_id"], r["super_cluster_id"], r["cluster_run_id"]) for r in stats}

@@ -1,6 +1,7 @@
 """MLflow set-up from the config: tracking store, experiment and its artifact location."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -47,22 +48,27 @@ def context_tags(tags: dict[str, str]) -> dict[str, str]:
     """`tags` plus what MLflow's fluent API adds to a run by itself (user, source name and type),
     the git commit of the code when it runs from a checkout, and the package version: runs made
     with the client API would otherwise carry none of it."""
-    import subprocess
-
     from mlflow.tracking.context.registry import resolve_tags
 
     from climb_spark import __version__
 
     out = resolve_tags({**tags, "climb.version": __version__})
-    if "mlflow.source.git.commit" not in out:
-        try:
-            commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
-                                    capture_output=True, text=True, timeout=5)
-            if commit.returncode == 0:
-                out["mlflow.source.git.commit"] = commit.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass  # an installed wheel has no checkout to name
+    if "mlflow.source.git.commit" not in out and _git_commit():
+        out["mlflow.source.git.commit"] = _git_commit()
     return out
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The checkout's commit, asked once per process (every proxy run is tagged with it)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None  # an installed wheel has no checkout to name
+    return commit.stdout.strip() if commit.returncode == 0 else None
 
 
 def dataset_inputs(tables: dict[str, int], context: str) -> list:
