@@ -113,7 +113,7 @@ def main() -> None:
         for quantized, folder in ((False, full_dir), (True, compact_dir)):
             path = classifiers.model_path(str(folder), c, quantized)
             lr = classifiers.train(train, labels, path, quantize=quantized, cutoff=args.cutoff, dsub=args.dsub,
-                                   retrain=args.retrain, **common)
+                                   retrain=args.retrain, **common).lr
             if lr != q.lr:
                 print(f"  note: {c} {'compact' if quantized else 'full'} trained at lr {lr:g} (NaN at {q.lr:g})")
             import fasttext

@@ -113,13 +113,18 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
                            "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,
                            "quantize": q.quantize, "cutoff": q.cutoff, "dsub": q.dsub, "retrain": q.retrain,
+                           "max_compact_drift": q.max_compact_drift,
                            "n_train": len(train), "n_holdout": len(held)})
         paths = {c: classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA}
         for c, path in paths.items():
-            lr_used[c] = classifiers.train(
+            trained = classifiers.train(
                 [r["text"] for r in train], labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold),
                 path, epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket,
-                quantize=q.quantize, cutoff=q.cutoff, dsub=q.dsub, retrain=q.retrain)
+                quantize=q.quantize, cutoff=q.cutoff, dsub=q.dsub, retrain=q.retrain,
+                max_compact_drift=q.max_compact_drift, probe=[r["text"] for r in held])
+            lr_used[c] = trained.lr
+            if trained.compact_drift is not None:
+                mlflow.log_metrics({f"{c}.compact_drift": trained.compact_drift, f"{c}.compact_dsub": trained.dsub})
             # A model of the other format left by an earlier run would be shipped to every
             # executor with the folder: the folder holds the four files the setting names.
             classifiers.model_path(q.model_dir, c, not q.quantize).unlink(missing_ok=True)

@@ -88,7 +88,7 @@ def test_a_diverging_rate_is_halved_until_training_is_finite(tmp_path):
     kwargs = dict(epoch=25, word_ngrams=2, dim=50, seed=42, bucket=262144)
     with pytest.raises(RuntimeError, match="NaN"):  # lr 200 diverges, and so does 100 after one retry
         classifiers.train(texts, labels, tmp_path / "m.bin", lr=200.0, retries=1, **kwargs)
-    used = classifiers.train(texts, labels, tmp_path / "m.bin", lr=200.0, retries=8, **kwargs)
+    used = classifiers.train(texts, labels, tmp_path / "m.bin", lr=200.0, retries=8, **kwargs).lr
     assert used < 200.0
     assert np.isfinite(fasttext.load_model(str(tmp_path / "m.bin")).get_input_matrix()).all()
 
@@ -97,7 +97,8 @@ def test_compact_model_is_small_and_scores_like_the_full_model_on_held_out_text(
     """The default compaction (QualityConfig: pruned to `cutoff` rows, product-quantized) at the
     test bucket count: a file of ~1.7 MB instead of ~52 MB whose expected scores on documents it
     never saw stay close to the full model's (measured 0.15 MAE on this small set, 0.07-0.09 with
-    2,400 training documents in benchmarks/quality_models.py; a broken quantization is ~0.6)."""
+    2,400 training documents in benchmarks/quality_models.py; a broken quantization is ~0.6, and
+    the drift check redoes or refuses it: see the next test)."""
     from climb_spark.config import QualityConfig
 
     q = QualityConfig()
@@ -110,12 +111,30 @@ def test_compact_model_is_small_and_scores_like_the_full_model_on_held_out_text(
                   cutoff=q.cutoff, dsub=q.dsub, retrain=q.retrain)
     full, compact = (classifiers.model_path(str(tmp_path / "m"), "quality", quantized) for quantized in (False, True))
     assert (full.name, compact.name) == ("quality.bin", "quality.ftz")
-    classifiers.train(train, labels, full, quantize=False, **kwargs)
-    classifiers.train(train, labels, compact, quantize=True, **kwargs)
+    assert classifiers.train(train, labels, full, quantize=False, **kwargs).compact_drift is None
+    trained = classifiers.train(train, labels, compact, quantize=True, probe=held,
+                                max_compact_drift=q.max_compact_drift, **kwargs)
     assert full.stat().st_size > 262144 * 50 * 4
-    assert compact.stat().st_size < 2_000_000
+    assert compact.stat().st_size < 2_000_000 * (2 if trained.dsub == 1 else 1)
     scores = {p: classifiers.expected_scores(fasttext.load_model(str(p)), held) for p in (full, compact)}
     diff = np.abs(scores[compact] - scores[full])
-    assert diff.mean() < 0.25, diff.mean()
+    # what train measured on the probe is what the written file scores
+    assert diff.mean() == pytest.approx(trained.compact_drift, abs=1e-4)
+    assert diff.mean() <= q.max_compact_drift
     truth = np.array([rubric_scores(t)["quality"] for t in held], dtype=np.float64)
     assert np.abs(scores[compact] - truth).mean() < np.abs(scores[full] - truth).mean() + 0.1
+
+
+def test_a_compaction_that_drifts_from_the_full_model_is_redone_then_refused(tmp_path):
+    from climb_spark.errors import InputError
+
+    build(CorpusConfig(output=str(tmp_path / "c"), max_docs=80, seed=4))
+    texts = [json.loads(line)["text"] for f in sorted((tmp_path / "c").glob("*.jsonl")) for line in f.open()]
+    labels = [rubric_scores(t)["quality"] for t in texts]
+    kwargs = dict(epoch=5, lr=0.5, word_ngrams=2, dim=16, seed=1, bucket=2_000_000, quantize=True, cutoff=50000, dsub=2)
+    # a limit no product quantization meets: compacted three times (dsub 2, 2, then 1), nothing written
+    with pytest.raises(InputError, match=r"at dsub 2, then .* at dsub 2, then .* at dsub 1 .*quality.quantize: false"):
+        classifiers.train(texts, labels, tmp_path / "m.ftz", max_compact_drift=1e-9, **kwargs)
+    assert not (tmp_path / "m.ftz").exists()
+    trained = classifiers.train(texts, labels, tmp_path / "m.ftz", max_compact_drift=5.0, **kwargs)
+    assert (tmp_path / "m.ftz").is_file() and trained.dsub == 2 and 0 < trained.compact_drift < 5.0
