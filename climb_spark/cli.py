@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
 
             stage.add_argument("--method", choices=METHODS, help="same as --set search.method=METHOD")
     sub.add_parser("run", parents=[common], help="build the default corpus if needed, then every stage")
+    sub.add_parser("report", parents=[common],
+                   help="write the run report (one self-contained HTML page) to report.output")
     graph = sub.add_parser("stages", parents=[common], help="print the stages and the tables each reads and writes")
     graph.add_argument("--format", choices=("text", "mermaid"), default="text")
     sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--archive", help="a venv-pack archive, unpacked as ./environment everywhere")
     submit.add_argument("--python", help="the executors' Python when no --archive carries one")
     submit.add_argument("--jobs-dir", default="jobs", help="where the jobs/ scripts are (default: jobs)")
+    upkeep = sub.add_parser("maintain", parents=[common],
+                            help="OPTIMIZE and VACUUM every table, remove token pools and exports nothing refers to")
+    upkeep.add_argument("--dry-run", action="store_true", help="print what it would do and change nothing")
     sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
     sql.add_argument("statement")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -139,6 +144,16 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
 
             sql.run(spark, args.statement, args.format, args.limit, sys.stdout)
             return 0
+        if args.command == "maintain":
+            from climb_spark.lakehouse import maintain
+
+            _log(maintain.run(spark, cfg, _log, dry_run=args.dry_run).summary())
+            return 0
+        if args.command == "report":
+            from climb_spark import report as run_report
+
+            run_report.write(spark, cfg, _log)
+            return 0
         pipeline.check_tables(spark, cfg, stages)
         for stage in stages:
             name = stage.name
@@ -150,6 +165,10 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             report = stage.run(spark, cfg)
             _log(report.summary())
             _log(f"{name}: done in {time.monotonic() - started:.1f}s")
+        if args.command == "run":
+            from climb_spark import report as run_report
+
+            run_report.write(spark, cfg, _log)
     finally:
         if cfg.spark.stop_session:
             spark.stop()

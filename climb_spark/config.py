@@ -362,6 +362,33 @@ class ExportConfig:
     max_doc_share: float = 0.05
 
 
+# Delta's own floor for VACUUM (delta.deletedFileRetentionDuration, 7 days): below it a VACUUM can
+# delete files that a running job or a reader of an older version still needs.
+MIN_RETAIN_HOURS = 168
+
+
+@dataclass(frozen=True)
+class MaintainConfig:
+    """`climb-spark maintain`: OPTIMIZE and VACUUM every table, remove unreferenced pools and exports."""
+
+    # VACUUM keeps files a table stopped using less than this many hours ago, and a token pool or
+    # export no mixture refers to is removed only once it is this old.
+    retain_hours: int = MIN_RETAIN_HOURS
+    # Needed for retain_hours below 168, as Delta's retentionDurationCheck: only with no other job
+    # running on the lakehouse.
+    allow_short_retention: bool = False
+    # The tables to OPTIMIZE and VACUUM by name (documents, proxy_results, ...); empty = every one.
+    tables: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    # The self-contained HTML page `climb-spark report` (and the end of `run`) writes.
+    output: str = "{root}/report.html"
+    # Rows of the cluster table shown (largest clusters first); the rest are counted in one line.
+    max_clusters: int = 200
+
+
 @dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -379,6 +406,8 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    maintain: MaintainConfig = field(default_factory=MaintainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
         """A copy with dotted-key overrides applied, validated like a profile: paths that were
@@ -427,7 +456,8 @@ def _under_root(cfg: Config) -> Config:
     root = cfg.lakehouse.root.rstrip("/") or "/"
     sections = {}
     for section, name in (("mlflow", "tracking_uri"), ("mlflow", "artifact_location"), ("corpus", "output"),
-                          ("ingest", "input"), ("quality", "model_dir"), ("export", "output")):
+                          ("ingest", "input"), ("quality", "model_dir"), ("export", "output"),
+                          ("report", "output")):
         value = getattr(getattr(cfg, section), name)
         if not isinstance(value, str) or ROOT not in value:
             continue
@@ -454,7 +484,7 @@ _AT_LEAST_1 = (
     "quality.word_ngrams quality.dim quality.cutoff quality.dsub cluster.k cluster.niter cluster.max_points_per_centroid "
     "ingest.max_doc_chars ingest.split_bytes target.max_tokens proxy.vocab_size proxy.tokenizer_sample_docs proxy.d_model "
     "proxy.n_layers proxy.n_heads proxy.seq_len proxy.batch_size proxy.steps proxy.log_every "
-    "search.strengths search.oversample search.candidates search.top_min search.top_mean_n export.shards"
+    "search.strengths search.oversample search.candidates search.top_min search.top_mean_n export.shards report.max_clusters"
 ).split()
 _ABOVE_0 = "quality.max_compact_drift cluster.refit_drift cluster.refit_share annotate.timeout_s annotate.progress_s quality.lr proxy.lr search.temperature search.strength_min search.cap".split()
 _FRACTION = {"quality.holdout_fraction": (0.0, 1.0), "export.max_doc_share": (0.0, 1.0)}
@@ -487,6 +517,10 @@ def _check_ranges(cfg: Config) -> None:
                           f"splits each vector into sub-vectors of dsub dimensions, got {cfg.quality.dsub}")
     if cfg.search.strength_max < cfg.search.strength_min:
         raise ConfigError("search.strength_max: must not be below search.strength_min")
+    if cfg.maintain.retain_hours < MIN_RETAIN_HOURS and not cfg.maintain.allow_short_retention:
+        raise ConfigError(f"maintain.retain_hours: below {MIN_RETAIN_HOURS} (7 days, Delta's floor) a VACUUM can "
+                          "delete files a running job or a reader of an older version still needs; set "
+                          f"maintain.allow_short_retention=true to allow it, got {cfg.maintain.retain_hours}")
 
 
 def _deep_merge(base: dict, top: Mapping) -> dict:

@@ -12,7 +12,7 @@ from climb_spark.lakehouse.jars import list_jars
 from climb_spark.lakehouse.session import spark_conf
 from climb_spark.pipeline import STAGES
 
-JOBS = ("pipeline", *STAGES)
+JOBS = ("pipeline", *STAGES, "maintain")
 # The profile's own settings that spark-submit takes as options, not as --conf.
 _OPTIONS = {"spark.app.name", "spark.jars"}
 

@@ -44,6 +44,32 @@ def experiment(cfg: MlflowConfig) -> str:
     return mlflow.create_experiment(cfg.experiment, artifact_location=location)
 
 
+def reader(cfg: MlflowConfig):
+    """An MlflowClient on the configured store for reading, or None where a local SQLite store does
+    not exist yet (opening it would create it): nothing has been tracked there."""
+    from mlflow.tracking import MlflowClient
+
+    uri = cfg.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    return MlflowClient(uri)
+
+
+def run_url(cfg: MlflowConfig, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the tracking server's UI, where the store is a server."""
+    uri = cfg.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def log_text(cfg: MlflowConfig, run_id: str, text: str, path: str) -> None:
+    """Attach a text artifact (the run report) to an existing run."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(cfg.tracking_uri).log_text(run_id, text, path)
+
+
 def context_tags(tags: dict[str, str]) -> dict[str, str]:
     """`tags` plus what MLflow's fluent API adds to a run by itself (user, source name and type),
     the git commit of the code when it runs from a checkout, and the package version: runs made

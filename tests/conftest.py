@@ -6,11 +6,15 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyspark
 import pytest
 
 from climb_spark.config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]
+# CI's second pass runs the pipeline test on pyspark 4.0 (.ci/spark40), whose Delta jar differs.
+PROFILES = ["conf/local.yaml"] + (["conf/spark40.yaml"] if pyspark.__version__.startswith("4.0.") else [])
+JARS_DIR = str(ROOT / load([ROOT / p for p in PROFILES]).spark.jars_dir)
 
 # A scaled-down search: 4/2/2 proxies of a tiny GPT, two seeds per method in the comparison.
 SEARCH = {
@@ -40,7 +44,7 @@ def blobs(seed=0, n=300, d=16, k=3):
 
 
 def cli_args(sets: dict) -> list[str]:
-    return ["--conf", "conf/local.yaml"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return [a for p in PROFILES for a in ("--conf", p)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
 def climb(command: str, sets: dict, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -54,10 +58,10 @@ def query(sets: dict, code: str) -> dict:
         import json, sys
         from climb_spark.config import load
         from climb_spark.lakehouse.session import build_session
-        cfg = load(["conf/local.yaml"], sys.argv[1:])
+        cfg = load(PROFILES, sys.argv[1:])
         spark = build_session(cfg)
         out = {}
-    """) + textwrap.dedent(code) + '\nprint("RESULT" + json.dumps(out, default=str))\n'
+    """).replace("PROFILES", json.dumps(PROFILES)) + textwrap.dedent(code) + '\nprint("RESULT" + json.dumps(out, default=str))\n'
     done = subprocess.run([sys.executable, "-c", script, *[f"{k}={v}" for k, v in sets.items()]],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,10 +70,10 @@ def query(sets: dict, code: str) -> dict:
 
 def local_config(tmp: Path, **overrides) -> Config:
     """The embedded default profile, pointed at a temporary lakehouse."""
-    cfg = load([ROOT / "conf" / "local.yaml"])
+    cfg = load([ROOT / p for p in PROFILES])
     base = {
         "spark.master": "local[2]",
-        "spark.jars_dir": str(ROOT / ".cache" / "jars"),
+        "spark.jars_dir": JARS_DIR,
         "spark.conf.spark.sql.shuffle.partitions": "2",
         "spark.conf.spark.databricks.delta.snapshotPartitions": "2",
         "spark.conf.spark.driver.memory": "2g",

@@ -138,6 +138,7 @@ def test_every_default_path_lives_under_the_lakehouse_root():
     assert (moved.mlflow.artifact_location, moved.quality.model_dir, moved.export.output, moved.corpus.output,
             moved.ingest.input) == ("/data/lake/mlartifacts", "/data/lake/models/quality", "/data/lake/export",
                                     "/data/lake/raw/sample_corpus", "/data/lake/raw/sample_corpus")
+    assert moved.report.output == "/data/lake/report.html"
     # replace() re-derives from a new root; an explicit path stays where it was put.
     again = moved.replace({"lakehouse.root": "/other", "export.output": "/shards"})
     assert again.quality.model_dir == "/other/models/quality" and again.export.output == "/shards"

@@ -15,7 +15,7 @@ import pytest
 
 from climb_spark import pipeline as pipeline_
 from climb_spark.lakehouse import tables
-from tests.conftest import ROOT, SEARCH, cli_args, climb, query
+from tests.conftest import JARS_DIR, PROFILES, ROOT, SEARCH, cli_args, climb, query
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Kept after the run for a person to look at (CI keeps the folder as an artifact).
@@ -61,7 +61,7 @@ def pipeline(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("pipeline")
     sets = {
         "spark.master": "local[2]",
-        "spark.jars_dir": str(ROOT / ".cache" / "jars"),
+        "spark.jars_dir": JARS_DIR,
         "spark.conf.spark.sql.shuffle.partitions": "2",
         "lakehouse.root": str(tmp_path / "lake"),
         "corpus.output": str(tmp_path / "corpus"),
@@ -93,7 +93,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
         import json, sys
         from climb_spark.config import load
         from climb_spark.lakehouse.session import build_session
-        cfg = load(["conf/local.yaml"], sys.argv[1:])
+        cfg = load(PROFILES, sys.argv[1:])
         spark = build_session(cfg)
         out = {
             "documents": spark.sql("SELECT count(*) FROM climb.documents").first()[0],
@@ -109,7 +109,7 @@ def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
             "clustered": spark.sql("SELECT count(*) FROM climb.doc_clusters").first()[0],
         }
         print("RESULT" + json.dumps(out))
-    """)
+    """).replace("PROFILES", json.dumps(PROFILES))
     fresh = subprocess.run([sys.executable, "-c", query, *[f"{k}={v}" for k, v in sets.items()]],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
@@ -205,6 +205,33 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     source = json.loads(inputs["documents"].dataset.source)
     assert source["delta_table_name"] == "climb.documents" and source["delta_table_version"] >= 1
     assert {t.key: t.value for t in inputs["documents"].tags} == {"mlflow.data.context": "search"}
+
+
+def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it_again(pipeline):
+    from mlflow.tracking import MlflowClient
+
+    from climb_spark import report
+
+    sets, stdout = pipeline
+    done = re.search(r"^report: (\S+) \(attached to MLflow run (\w+) as report/report.html\)$", stdout, re.M)
+    assert done, stdout[-3000:]
+    path, run_id = done.groups()
+    assert path == sets["lakehouse.root"] + "/report.html"
+    page = Path(path).read_text(encoding="utf-8")
+    docs = re.search(r"= ([\d,]+) documents \(", stdout).group(1)
+    assert f"= <b>{docs}</b> documents" in page
+    assert all(f"<h2>{heading}</h2>" in page for heading in report.SECTIONS.values())
+    assert 'class="missing"' not in page  # every table exists after a full run
+    assert page.count('src="data:image/png;base64,') >= 4  # mixture, comparison, the search's figures
+    search_id, search_run = re.search(r"search (climb-\w+) \(climb\): \d+ proxies, MLflow run (\w+)", stdout).groups()
+    assert run_id == search_run and search_id in page
+    assert [a.path for a in MlflowClient(sets["mlflow.tracking_uri"]).list_artifacts(run_id, "report")] == \
+        ["report/report.html"]
+
+    again = climb("report", sets)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == done.group(0)
+    assert f"= <b>{docs}</b> documents" in Path(path).read_text(encoding="utf-8")
 
 
 def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
@@ -433,9 +460,10 @@ def test_notebooks_run_top_to_bottom_on_the_pipeline_tables(pipeline, monkeypatc
     assert tables and all("<table" in o["data"]["text/html"] for o in tables)
 
 
-def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
+def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
     """`mlflow server` on the run's tracking store, read in headless Chromium as a person would:
-    the search's parent run, its proxy child runs under it, and its figures rendered."""
+    the search's parent run, its proxy child runs under it, and its figures rendered; then the run
+    report page with its figures."""
     from mlflow.tracking import MlflowClient
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -485,6 +513,19 @@ def test_mlflow_ui_shows_the_search_its_proxy_runs_and_figures(pipeline):
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(
             "return [...document.images].some(i => i.complete && i.naturalWidth > 300)"))
         browser.save_screenshot(str(SCREENSHOTS / "mlflow-search-figure.png"))
+
+        # The run report, opened from disk as a reviewer would: every figure decodes, every
+        # section is there, and the whole page is kept as a screenshot.
+        from climb_spark import report
+
+        browser.get(Path(sets["lakehouse.root"], "report.html").as_uri())
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(
+            "return document.images.length >= 4 && [...document.images].every(i => i.complete && i.naturalWidth > 100)"))
+        assert all(heading in page() for heading in report.SECTIONS.values())
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        assert height > 2000  # the tables and figures are laid out, not one collapsed line
+        browser.set_window_size(1400, min(height, 16000))
+        browser.save_screenshot(str(SCREENSHOTS / "run-report.png"))
     finally:
         if browser is not None:
             browser.quit()

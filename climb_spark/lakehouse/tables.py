@@ -306,7 +306,7 @@ PROXY_RESULTS = TableSpec(
         T.StructField("finished_at", T.TimestampType(), False),
     ]),
     key=("search_id", "proxy_key"),
-    comment="Every (mixture, proxy score) pair, written as each proxy finishes; a resumed search reuses them.",
+    comment="Every (mixture, proxy score) pair, one commit per search round; a resumed search reuses them.",
 )
 
 MIXTURES = TableSpec(

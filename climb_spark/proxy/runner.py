@@ -1,7 +1,14 @@
 """Proxy training as Spark tasks: one Spark job per proxy, submitted from a driver thread pool,
 so proxies run in parallel across the cluster's slots and each result is kept the moment it
-finishes (a `proxy_results` row and an MLflow child run). A search killed mid-batch loses only
-the proxies that were still running.
+finishes (a staged row and an MLflow child run). A search killed mid-batch loses only the proxies
+that were still running.
+
+Results reach `proxy_results` in one Delta commit per batch (a search round), not one per proxy:
+each finished proxy is first written whole as a small JSON file under its pool
+(`{pool}/proxy_results/{search_id}/{proxy_key}.json`), the batch's rows are committed together
+with an insert-only MERGE, and only then are the staged files removed. A driver killed before the
+commit leaves its finished proxies staged; the next run of the search commits them first and
+reuses them.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from pyspark.sql import functions as F
 from climb_spark.config import ProxyConfig, TargetConfig
 from climb_spark.ids import content_id
 from climb_spark.lakehouse import files
+from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import PROXY_RESULTS
 from climb_spark.lakehouse.tasks import default_parallelism, task_gpu, worker_cached
 from climb_spark.proxy import lm
@@ -183,8 +191,27 @@ class ProxyRunner:
         self.parallelism = parallelism or default_parallelism(spark)
 
     def finished(self, search_id: str) -> dict[str, dict]:
+        """The search's committed rows, after committing what a killed run left staged."""
+        self.commit(search_id)
         rows = self.spark.table(self.table).where(F.col("search_id") == search_id).collect()
         return {r["proxy_key"]: r.asDict() for r in rows}
+
+    def staging(self, search_id: str) -> str:
+        return f"{self.pool.root}/proxy_results/{search_id}"
+
+    def commit(self, search_id: str) -> int:
+        """The staged rows of a search into `proxy_results` in one commit (an insert-only MERGE, so
+        rows a killed run committed but did not unstage are not added twice); then unstaged."""
+        staged = read_staged(self.staging(search_id))
+        if not staged:
+            return 0
+        rows = [dict(row, finished_at=pd.Timestamp(row["finished_at"]).to_pydatetime()) for _, row in staged]
+        merge_insert_only(self.spark, self.table, self.spark.createDataFrame(rows, PROXY_RESULTS.schema),
+                          PROXY_RESULTS.key)
+        fs, _ = files.filesystem(self.staging(search_id))
+        for path, _ in staged:
+            fs.delete_file(path)
+        return len(rows)
 
     def run(self, specs: list[ProxySpec], label: str = "") -> list[dict]:
         """One result row per spec, in spec order."""
@@ -196,17 +223,28 @@ class ProxyRunner:
         if todo and self.proxy.kind == "torch" and self.proxy.init == "base":
             ensure_base(self.spark, self.pool, self.proxy, self.log)
         started, times = time.monotonic(), []
-        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
-            futures = {pool.submit(self._train, s, k): (s, k) for s, k in todo}
-            for future in as_completed(futures):
-                spec, key = futures[future]
-                result = future.result()
-                done[key] = self._record(spec, key, result)
-                times.append(result["seconds"])
-                left = len(todo) - len(times)
-                eta = (time.monotonic() - started) / len(times) * left
-                self.log(f"{label}: proxy {spec.index + 1} done, score {result['score']:.4f} in "
-                         f"{result['seconds']:.1f}s ({len(times)}/{len(todo)}, ETA {eta:.0f}s)")
+        try:
+            with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+                futures = {pool.submit(self._train, s, k): (s, k) for s, k in todo}
+                for future in as_completed(futures):
+                    spec, key = futures[future]
+                    result = future.result()
+                    done[key] = self._record(spec, key, result)
+                    times.append(result["seconds"])
+                    left = len(todo) - len(times)
+                    eta = (time.monotonic() - started) / len(times) * left
+                    self.log(f"{label}: proxy {spec.index + 1} done, score {result['score']:.4f} in "
+                             f"{result['seconds']:.1f}s ({len(times)}/{len(todo)}, ETA {eta:.0f}s)")
+        except BaseException:
+            # A failed proxy: the batch's finished ones are committed anyway. Should that fail too,
+            # they stay staged for the next run, and the first error is the one raised.
+            try:
+                self.commit(specs[0].search_id)
+            except Exception:
+                pass
+            raise
+        if todo:
+            self.commit(specs[0].search_id)
         return [done[k] for k in keys]
 
     def _train(self, spec: ProxySpec, key: str) -> dict:
@@ -223,9 +261,24 @@ class ProxyRunner:
                "tokens_trained": int(result.get("tokens_trained") or 0), "seconds": float(result["seconds"]),
                "mlflow_run_id": run_id, "pool_id": self.pool.pool_id,
                "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
-        # Only keys missing from the table are trained, so a plain append keeps the key unique.
-        self.spark.createDataFrame([row], PROXY_RESULTS.schema).writeTo(self.table).append()
+        # Staged whole (a temporary name and a rename, or one PUT) before the progress line says
+        # it is done; committed to the table with the rest of the batch.
+        staged = dict(row, finished_at=row["finished_at"].isoformat())
+        files.write_text(f"{self.staging(spec.search_id)}/{key}.json", json.dumps(staged))
         return row
+
+
+def read_staged(folder: str) -> list[tuple[str, dict]]:
+    """(path, row) of each staged result in a folder; a write a kill cut short (`.tmp`) is not one."""
+    from pyarrow import fs as pafs
+
+    filesystem, where = files.filesystem(folder)
+    out = []
+    for info in filesystem.get_file_info(pafs.FileSelector(where, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
+            with filesystem.open_input_stream(info.path) as f:
+                out.append((info.path, json.loads(f.read().decode("utf-8"))))
+    return out
 
 
 def _finite(value) -> float | None:
