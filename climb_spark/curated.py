@@ -27,6 +27,15 @@ def super_clusters(spark: SparkSession, cfg: Config) -> list[dict]:
     return rows
 
 
+def super_cluster_name(row: dict, n_terms: int) -> str:
+    """'id: top terms' from the row's description (prune writes '..., N docs: t1, t2'), else its
+    member clusters: how figures and the report name a super-cluster."""
+    _, sep, words = (row.get("description") or "").partition(": ")
+    terms = [t for t in words.split(", ") if t.strip()][:n_terms] if sep else []
+    label = ", ".join(terms) if terms else "clusters " + ", ".join(map(str, row["member_clusters"]))
+    return f"{row['super_cluster_id']}: {label}"
+
+
 def check_lineage(spark: SparkSession, cfg: Config, supers: list[dict]) -> None:
     """Refuse tables produced from different upstream states. Each stage replaces its tables in
     one commit per table, so a stage killed between two commits, or an upstream stage re-run

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from climb_spark import tracking
 from climb_spark.config import METHODS, Config
+from climb_spark.curated import super_cluster_name
 from climb_spark.lakehouse import files
 from climb_spark.lakehouse.tables import (CLUSTER_STATS, COMPARISONS, DOCUMENTS, DUPLICATES, MIXTURES, REJECTS,
                                           SUPER_CLUSTERS, Lakehouse, TableSpec)
@@ -289,17 +290,8 @@ def _super_clusters(r: _Reader) -> list[dict] | None:
         return None
     rows = [row.asDict() for row in table.orderBy("super_cluster_id").collect()]
     for s in rows:
-        s["name"] = name(s)
+        s["name"] = super_cluster_name(s, 4)
     return rows
-
-
-def name(super_cluster: dict, n_terms: int = 4) -> str:
-    """'id: top terms' from the super-cluster's description (prune writes '..., N docs: t1, t2'),
-    else its member clusters."""
-    _, sep, words = (super_cluster.get("description") or "").partition(": ")
-    terms = [t for t in words.split(", ") if t.strip()][:n_terms] if sep else []
-    label = ", ".join(terms) if terms else "clusters " + ", ".join(map(str, super_cluster["member_clusters"]))
-    return f"{super_cluster['super_cluster_id']}: {label}"
 
 
 def _super_section(r: _Reader, supers: list[dict] | None) -> tuple[bool, str]:

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from climb_spark import tracking
 from climb_spark.config import Config, check_method, check_search
+from climb_spark.curated import super_cluster_name
 from climb_spark.errors import ClimbError
 from climb_spark.ids import search_id
 from climb_spark.lakehouse.delta import merge_upsert, table_version
@@ -134,9 +135,9 @@ def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
 
 def _names(spark: SparkSession, lake: Lakehouse, pool: pools.Pool) -> list[str]:
     """'id: top terms' per super-cluster of the pool, for the figures' axes."""
-    rows = spark.table(lake.ensure(spark, SUPER_CLUSTERS)).select("super_cluster_id", "description").collect()
-    terms = {r["super_cluster_id"]: r["description"].split(": ", 1)[-1] for r in rows}
-    return [f"{sc}: {', '.join(terms.get(sc, '').split(', ')[:3])}".rstrip(": ") for sc in pool.super_cluster_ids]
+    rows = spark.table(lake.ensure(spark, SUPER_CLUSTERS)).collect()
+    named = {r["super_cluster_id"]: super_cluster_name(r.asDict(), 3) for r in rows}
+    return [named.get(sc, str(sc)) for sc in pool.super_cluster_ids]
 
 
 def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Result, names: list[str]) -> None:
