@@ -239,12 +239,19 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", stdout)
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
+    assert manifest["warnings"] == []
     budget = manifest["token_budget"] // 2
-    done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet"})
+    # A share limit every document is above: the largest one is named in the manifest and on stdout.
+    done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
+                            "export.max_doc_share": "0.0001"})
     assert done.returncode == 0, done.stderr[-3000:]
     export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", done.stdout).groups()
     manifest = json.loads((Path(path) / "manifest.json").read_text())
     assert manifest["token_budget"] == budget and manifest["sources"]["documents"] >= 0
+    [warning] = manifest["warnings"]
+    assert re.fullmatch(r"document [0-9a-f]{32} is [0-9.]+% of the exported tokens \(above "
+                        r"export.max_doc_share=0.0001\); see ingest.max_doc_chars", warning), warning
+    assert f"WARNING {warning}" in done.stdout
     out = query(sets, f"""
         from pyspark.sql import functions as F
         from climb_spark.curated import kept_documents, target_filter

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -26,7 +27,7 @@ from climb_spark.lakehouse import files as lake_files
 from climb_spark.lakehouse.delta import merge_insert_only, session_conf
 from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
 from climb_spark.stages.contract import Counted, Stage
-from climb_spark.stages.ingest.readers import ReadOptions, Split, SplitLines, n_words, plan, read_split
+from climb_spark.stages.ingest.readers import ReadOptions, Split, SplitLines, identity, plan, read_split
 
 PARSED = T.StructType([
     T.StructField("file", T.StringType()),
@@ -53,6 +54,9 @@ SPLITS = T.StructType([
     T.StructField("ranged", T.BooleanType()),
 ])
 
+_ARROW = {f.name: {T.StringType(): pa.string(), T.LongType(): pa.int64(), T.IntegerType(): pa.int32()}[f.dataType]
+          for f in PARSED.fields}
+
 # An output batch holds at most this many records or characters, whichever comes first.
 _OUT_ROWS = 5000
 _OUT_CHARS = 32 << 20
@@ -61,47 +65,56 @@ _OUT_CHARS = 32 << 20
 def plan_files(batches: Iterator[pd.DataFrame], opts: ReadOptions, split_bytes: int) -> Iterator[pd.DataFrame]:
     """(path, length) rows -> the splits of each file (parquet footers are read here, in tasks)."""
     for batch in batches:
-        rows = []
-        for path, length in zip(batch["path"], batch["length"]):
-            splits = plan(path, int(length), opts, split_bytes, lake_files.open_input)
-            rows += [(sp.path, sp.start, sp.end, sp.first_row, len(splits) > 1 and sp.end >= 0) for sp in splits]
+        rows = [row for path, length in zip(batch["path"], batch["length"])
+                for row in _split_rows(path, int(length), opts, split_bytes)]
         yield pd.DataFrame(rows, columns=SPLITS.fieldNames())
 
 
-def parse_splits(batches: Iterator[pd.DataFrame], opts: ReadOptions) -> Iterator[pd.DataFrame]:
-    """Split rows -> parsed records, in bounded output batches."""
-    rows: list[dict] = []
-    chars = 0
+def _split_rows(path: str, length: int, opts: ReadOptions, split_bytes: int) -> list[tuple]:
+    splits = plan(path, length, opts, split_bytes, lake_files.open_input)
+    return [(sp.path, sp.start, sp.end, sp.first_row, len(splits) > 1 and sp.end >= 0) for sp in splits]
+
+
+def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterator[pa.RecordBatch]:
+    """Split rows -> parsed records, in bounded Arrow batches built column by column (no per-record
+    dicts or pandas frames: at ~1 KB a document those cost as much as the parse)."""
+    names = PARSED.fieldNames()
+    cols: dict[str, list] = {name: [] for name in names}
+    file_, line, offset, doc, text, source, meta, n_chars, words, reason, raw, range_start, range_lines = (
+        cols[name].append for name in names)
+    rows = chars = 0
     for batch in batches:
-        for path, start, end, first_row, ranged in batch[SPLITS.fieldNames()].itertuples(index=False):
-            split, counted = Split(path, int(start), int(end), int(first_row)), SplitLines()
+        for path, start, end, first_row, ranged in zip(*batch.select(SPLITS.fieldNames()).to_pydict().values()):
+            split, counted = Split(path, start, end, first_row), SplitLines()
+            at = start if ranged else None
             for rec in read_split(split, opts, lake_files.open_input, counted):
-                ok = rec.reason is None
-                rows.append({
-                    "file": rec.file, "line": rec.line, "offset": rec.offset,
-                    "doc_id": rec.doc_id, "text": rec.text, "source": rec.source,
-                    "metadata": rec.metadata,
-                    "n_chars": len(rec.text) if ok else None,
-                    "n_words": n_words(rec.text) if ok else None,
-                    "reason": rec.reason, "raw": rec.raw,
-                    "range_start": split.start if ranged else None, "range_lines": None,
-                })
-                chars += len(rec.text or rec.raw or "")
-                if len(rows) >= _OUT_ROWS or chars >= _OUT_CHARS:
-                    yield _frame(rows)
-                    rows, chars = [], 0
+                file_(rec.file), line(rec.line), offset(rec.offset), source(rec.source), meta(rec.metadata)
+                reason(rec.reason), raw(rec.raw), range_start(at), range_lines(None)
+                if rec.reason is None:
+                    ident, n = identity(rec.text)
+                    doc(ident), text(rec.text), n_chars(len(rec.text)), words(n)
+                    chars += len(rec.text)
+                else:
+                    doc(None), text(None), n_chars(None), words(None)
+                    chars += len(rec.raw or "")
+                rows += 1
+                if rows >= _OUT_ROWS or chars >= _OUT_CHARS:
+                    yield _batch(cols)
+                    rows = chars = 0
             if ranged:
-                rows.append({**dict.fromkeys(PARSED.fieldNames()), "file": path, "range_start": split.start,
-                             "range_lines": counted.lines})
-    if rows:
-        yield _frame(rows)
+                for name, value in zip(names, (path, None, None, None, None, None, None, None, None, None, None,
+                                               start, counted.lines)):
+                    cols[name].append(value)
+    if cols["file"]:
+        yield _batch(cols)
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=PARSED.fieldNames())
-    for col in ("line", "offset", "n_chars", "n_words", "range_start", "range_lines"):
-        df[col] = df[col].astype("Int64")
-    return df
+def _batch(cols: dict[str, list]) -> pa.RecordBatch:
+    out = pa.RecordBatch.from_arrays([pa.array(values, _ARROW[name]) for name, values in cols.items()],
+                                     names=list(cols))
+    for values in cols.values():
+        values.clear()
+    return out
 
 
 def whole_file_lines(parsed: DataFrame) -> DataFrame:
@@ -154,13 +167,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     opts = ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
     now = F.current_timestamp()
 
-    listed = list_files(spark, i.input)
     # One split per Arrow batch: a worker holds one split's output batch at a time.
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
-        splits, n_files, n_splits = plan_splits(spark, listed, opts, i.split_bytes)
+        splits, n_files, n_splits = plan_splits(spark, i.input, opts, i.split_bytes)
         # Cached before the line shift: the shift reads the ranges' line counts and their records
         # from the same parse.
-        raw = splits.mapInPandas(lambda it: parse_splits(it, opts), schema=PARSED).persist()
+        raw = splits.mapInArrow(lambda it: parse_splits(it, opts), schema=PARSED).persist()
         try:
             report = _write(spark, whole_file_lines(raw), names, run_id, now, n_files, n_splits)
         finally:
@@ -170,28 +182,27 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     return report
 
 
-def list_files(spark: SparkSession, path: str) -> DataFrame:
-    """(path, length) of every non-empty input file, named as Spark names them (`file:/...`)."""
-    schema = "path string, length long"
-    local = local_files(path)
-    if local is None:  # remote or a glob: Spark lists it (file contents are not read)
-        return (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
-                .select("path", "length").where(F.col("length") > 0))
-    rows = [(lake_files.local_uri(f), os.path.getsize(f)) for f in local]
-    return spark.createDataFrame([r for r in rows if r[1] > 0], schema)
-
-
-def plan_splits(spark: SparkSession, listed: DataFrame, opts: ReadOptions,
+def plan_splits(spark: SparkSession, path: str, opts: ReadOptions,
                 split_bytes: int) -> tuple[DataFrame, int, int]:
-    """The splits of every file packed into tasks of about `split_bytes` (a large file is many
-    tasks, many small files share one), the number of files and the number of splits."""
-    size = {r["path"]: r["length"] for r in listed.collect()}
-    planned = sorted(listed.mapInPandas(lambda it: plan_files(it, opts, split_bytes), schema=SPLITS).collect(),
-                     key=lambda r: (r["path"], r["start"]))
-    per_file = Counter(r["path"] for r in planned)
+    """The splits of every non-empty input file (named as Spark names them, `file:/...`) packed
+    into tasks of about `split_bytes` (a large file is many tasks, many small files share one),
+    the number of files and the number of splits."""
+    local = local_files(path)
+    if local is None:  # remote or a glob: Spark lists it and tasks read the parquet footers
+        listed = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
+                  .select("path", "length").where(F.col("length") > 0))
+        size = {r["path"]: r["length"] for r in listed.collect()}
+        planned = [tuple(r) for r in listed.mapInPandas(lambda it: plan_files(it, opts, split_bytes),
+                                                         schema=SPLITS).collect()]
+    else:  # planned here: a Spark job (and a Python worker's start) would cost more than the plan
+        size = {u: n for u, n in ((lake_files.local_uri(f), os.path.getsize(f)) for f in local) if n > 0}
+        planned = [row for uri, length in size.items() for row in _split_rows(uri, length, opts, split_bytes)]
+    planned.sort(key=lambda r: (r[0], r[1]))
+    per_file = Counter(r[0] for r in planned)
     tasks, load = [], []
     for r in planned:
-        bytes_ = r["end"] - r["start"] if r["end"] >= 0 else size[r["path"]] // per_file[r["path"]]
+        file, start, end = r[:3]
+        bytes_ = end - start if end >= 0 else size[file] // per_file[file]
         if not load or load[-1] + bytes_ > split_bytes:
             load.append(0)
         load[-1] += bytes_

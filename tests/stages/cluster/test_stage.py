@@ -50,6 +50,16 @@ def test_origins_separate_and_a_rerun_changes_nothing(spark, cfg, doc_features):
             new.sort_values(key).reset_index(drop=True).to_json(), t
 
 
+def test_documents_ingested_after_the_last_embed_stop_the_cluster_naming_embed(spark, cfg, doc_features):
+    lake = Lakehouse(cfg.lakehouse)
+    late = doc_features.head(2).assign(text=["A late text.", "Another late text."], line=[900, 901])
+    late = late.assign(doc_id=late.text.map(doc_id))
+    spark.createDataFrame(late[DOCUMENTS.schema.fieldNames()], DOCUMENTS.schema).writeTo(lake.name(DOCUMENTS)).append()
+    with pytest.raises(PreconditionError, match=r"^cluster: 2 documents have no embedding yet .*run `climb-spark embed`"):
+        cluster.run(spark, cfg.replace({"cluster.k": 5}))
+    assert spark.table(lake.name(CENTROIDS)).count() == spark.table(lake.name(DOC_CLUSTERS)).count() == 0
+
+
 def _append(spark, cfg, docs: pd.DataFrame, features: pd.DataFrame) -> None:
     lake = Lakehouse(cfg.lakehouse)
     for spec, frame in ((DOCUMENTS, docs), (DOC_FEATURES, features)):

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from climb_spark.stages.ingest.readers import (ReadOptions, Split, SplitLines, doc_id, file_kind, normalize_text,
+from climb_spark.stages.ingest.readers import (ReadOptions, Split, SplitLines, doc_id, file_kind, identity,
+                                               normalize_text,
                                                plan, read_file, read_split)
 
 OPTS = ReadOptions()
@@ -21,6 +22,24 @@ def test_doc_id_collapses_whitespace_and_unicode_forms_only():
     assert doc_id("a b") != doc_id("A b")
     assert normalize_text("  x\t\ty \n") == "x y"
     assert len(doc_id("x")) == 32
+
+
+def test_identity_is_the_regex_collapse_over_every_whitespace_and_unnormalized_text():
+    """Ids written before the split-based collapse must not change: sha256 of the regex form."""
+    import hashlib
+    import random
+    import re
+    import sys
+    import unicodedata
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()] + ["\u200b", "\ufeff"]
+    alphabet = spaces + list("abé") + ["e\u0301", "\u212b", "\uac00", "\U0001f600"]
+    rnd = random.Random(5)
+    for _ in range(3000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12)))
+        old = re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+        assert normalize_text(text) == old
+        assert identity(text) == (hashlib.sha256(old.encode()).hexdigest()[:32], len(text.split()))
 
 
 def test_jsonl_every_line_is_a_record_or_a_reject_with_reason():
