@@ -397,6 +397,7 @@ def test_running_the_main_job_again_leaves_the_same_tables(pipeline):
     again = climb("run", sets)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(0 new)" in again.stdout and "0 needed labels" in again.stdout
+    assert "train-quality: up to date: 4 fastText classifiers" in again.stdout
     assert re.search(r"cluster \w+: up to date", again.stdout)
     assert "training 0" in again.stdout and " done, score " not in again.stdout  # no proxy retrained
     after = query(sets, SNAPSHOT)["tables"]

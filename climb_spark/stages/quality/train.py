@@ -9,6 +9,9 @@ full-size model exists only in memory), and the metrics are those of the files w
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,9 +73,12 @@ class TrainReport(Counted):
     lowered_lr: dict[str, float] = field(default_factory=dict)
     # Bytes of the four model files written.
     model_bytes: int = 0
+    # The files on disk are those an earlier run trained from the same annotations and settings.
+    skipped: bool = False
 
     def summary(self) -> str:
-        lines = [f"train-quality: 4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
+        head = "up to date: " if self.skipped else ""
+        lines = [f"train-quality: {head}4 fastText classifiers from {self.n_train:,} {self.teacher} annotations, "
                  f"{self.n_holdout:,} held out -> {self.model_dir} ({self.model_bytes / 1e6:,.1f} MB, "
                  f"version {self.version}, MLflow run {self.mlflow_run_id})"]
         for c, m in self.metrics.items():
@@ -103,11 +109,15 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                          "(annotate.sample_docs) or lower the fraction")
 
     experiment_id = tracking.experiment(cfg.mlflow)
+    fingerprint = training_fingerprint(rows, cfg, teacher, prompt)
+    done = _trained_before(cfg, experiment_id, fingerprint, teacher)
+    if done is not None:
+        return done
     metrics: dict[str, dict[str, float]] = {}
     lr_used: dict[str, float] = {}
     read = {name: table_version(spark, name) for name in (lake.name(ANNOTATIONS), lake.name(DOCUMENTS))}
     with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality",
-                          tags={"climb.role": "train-quality"}) as active:
+                          tags={"climb.role": "train-quality", FINGERPRINT_TAG: fingerprint}) as active:
         mlflow.MlflowClient().log_inputs(active.info.run_id, datasets=tracking.dataset_inputs(read, "training"))
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
@@ -143,6 +153,43 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
     return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id,
                        {c: lr for c, lr in lr_used.items() if lr != q.lr},
                        sum(path.stat().st_size for path in paths.values()))
+
+
+FINGERPRINT_TAG = "climb.training_fingerprint"
+
+
+def training_fingerprint(rows, cfg: Config, teacher: str, prompt: str) -> str:
+    """What the models are trained from: the labelled rows (a doc_id names its text) and every
+    training setting."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg.quality).items() if k != "model_dir"}
+    digest = hashlib.sha256(json.dumps([teacher, prompt, settings], sort_keys=True).encode())
+    for r in rows:
+        digest.update(json.dumps([r["doc_id"], *(r[c] for c in CRITERIA)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _trained_before(cfg: Config, experiment_id: str, fingerprint: str, teacher: str) -> TrainReport | None:
+    """The finished run that trained the model files now in quality.model_dir from the same rows and
+    settings, as a report; None when training is due (no such run, or the files were replaced)."""
+    import mlflow
+
+    q = cfg.quality
+    paths = [classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA]
+    if not all(p.is_file() for p in paths):
+        return None
+    version = classifiers.models_version(q.model_dir, q.quantize)
+    # Both values are hex digests made here, so the filter holds no outside text.
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id], f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' AND tags.quality_model_version = '{version}' "
+                         "AND attributes.status = 'FINISHED'", max_results=1, order_by=["attributes.start_time DESC"])
+    if not runs:
+        return None
+    run = runs[0]
+    m, params = run.data.metrics, run.data.params
+    metrics = {c: {k: m[f"{c}.{k}"] for k in ("accuracy", "macro_f1", "mae")} for c in CRITERIA if f"{c}.mae" in m}
+    lowered = {c: m[f"{c}.lr_used"] for c in CRITERIA if m.get(f"{c}.lr_used", q.lr) != q.lr}
+    return TrainReport(teacher, int(params["n_train"]), int(params["n_holdout"]), q.model_dir, version, metrics,
+                       run.info.run_id, lowered, sum(p.stat().st_size for p in paths), skipped=True)
 
 
 STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",

@@ -64,6 +64,15 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
         == {"annotations": table_version(spark, lake.name(ANNOTATIONS)), "documents": table_version(spark, lake.name(DOCUMENTS))}
     assert run.data.tags["climb.role"] == "train-quality" and run.data.tags["mlflow.user"]
 
+    # The same rows and settings with those files in place: nothing trained, no new run.
+    mtimes = {p: p.stat().st_mtime_ns for p in Path(cfg.quality.model_dir).iterdir()}
+    again = train.run(spark, cfg)
+    assert again.skipped and (again.version, again.mlflow_run_id, again.metrics, again.n_holdout) == (
+        report.version, report.mlflow_run_id, report.metrics, report.n_holdout)
+    assert again.summary().startswith("train-quality: up to date: 4 fastText classifiers from ")
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg.quality.model_dir).iterdir()} == mtimes
+    assert len(MlflowClient().search_runs([run.info.experiment_id], "tags.`climb.role` = 'train-quality'")) == 1
+
     # Where every annotation is in the held-out slice there is nothing to train on: an error, not
     # a student trained on its own test set reporting accuracy 1.0.
     with pytest.raises(InputError, match=r"all 200 usable annotations fall in the held-out slice"):
