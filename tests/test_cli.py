@@ -6,11 +6,13 @@ import os
 import random
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from climb_spark.config import load
+from climb_spark.lakehouse import orphans
 
 from tests.conftest import climb, query
 
@@ -42,12 +44,23 @@ def test_a_full_disk_is_one_line_exit_7_and_leaves_the_tables_at_their_last_comm
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("climb-spark: disk full: no space left on device (") and "Traceback" not in done.stderr
 
-    # With room again, the tables are as before the failed write (empty), and a re-run completes.
+    # The failed write's data files are in the table's folder, named by no commit.
+    documents = small_disk / "lake" / "warehouse" / "climb.db" / "documents"
+
+    def uncommitted() -> list[Path]:
+        named = orphans.committed_files(documents / "_delta_log")
+        return [p for p in documents.rglob("part-*.parquet") if p.relative_to(documents).as_posix() not in named]
+
+    assert uncommitted(), sorted(documents.rglob("*"))
+
+    # With room again, the tables are as before the failed write (empty), and a re-run completes;
+    # the next job on the lakehouse removed those files as it took the lakehouse.
     subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
     counts = query(sets, """
         out.update({t: spark.table(f"climb.{t}").count() for t in ("documents", "rejects", "duplicates")})
     """)
     assert counts == {"documents": 0, "rejects": 0, "duplicates": 0}
+    assert uncommitted() == []
     again = climb("ingest", sets)
     assert again.returncode == 0, again.stderr[-3000:]
     assert query(sets, 'out["n"] = spark.table("climb.documents").count()')["n"] == 20000

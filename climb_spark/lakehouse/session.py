@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
+from climb_spark.lakehouse import orphans
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -54,14 +55,15 @@ def spark_conf(cfg: Config) -> dict[str, str]:
 _HELD: dict[Path, object] = {}
 
 
-def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> None:
+def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> bool:
     """One job at a time on a local lakehouse: its catalog is embedded Derby, which serves one
-    JVM, and a second job would otherwise fail deep inside Hive with thousands of lines."""
+    JVM, and a second job would otherwise fail deep inside Hive with thousands of lines. True when
+    this call took the lock (False: this process held it already)."""
     import fcntl
     import time
 
     if root in _HELD:
-        return
+        return False
     handle = open(root / ".climb-spark.lock", "a+")
     deadline = time.monotonic() + wait_s  # a job that was just killed may take a moment to exit
     while True:
@@ -82,6 +84,7 @@ def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> None:
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
     _HELD[root] = handle
+    return True
 
 
 def build_session(cfg: Config) -> SparkSession:
@@ -102,7 +105,11 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
         _local_root(cfg).mkdir(parents=True, exist_ok=True)
-        hold_local_lakehouse(_local_root(cfg))
+        if hold_local_lakehouse(_local_root(cfg)):
+            warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+            for table, (files, size) in orphans.sweep(warehouse).items():
+                print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "
+                      "that a failed write left uncommitted", file=sys.stderr, flush=True)
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)

@@ -102,9 +102,9 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterat
                     yield _batch(cols)
                     rows = chars = 0
             if ranged:
-                for name, value in zip(names, (path, None, None, None, None, None, None, None, None, None, None,
-                                               start, counted.lines)):
-                    cols[name].append(value)
+                count = {"file": path, "range_start": start, "range_lines": counted.lines}
+                for name in names:
+                    cols[name].append(count.get(name))
     if cols["file"]:
         yield _batch(cols)
 
