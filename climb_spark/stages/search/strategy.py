@@ -235,11 +235,14 @@ class _Search:
 
     def _warn(self, what_was_done: str) -> None:
         d = self.diagnostics[-1]
-        cv = d.get("predictor_cv_spearman", float("nan"))
-        self.warnings.append(
-            f"the predictor cannot rank mixtures (cross-validated Spearman {cv:.2f}, needs >= "
-            f"{self.cfg.min_cv_spearman}, over {len(self.history)} pairs; {d['predictor_distinct_share']:.1%} "
-            f"distinct predictions): {what_was_done}")
+        cv, distinct = d.get("predictor_cv_spearman", float("nan")), d["predictor_distinct_share"]
+        why = []  # the failed conditions of _fit's predictor_can_rank, each with its threshold
+        if not (np.isfinite(cv) and cv >= self.cfg.min_cv_spearman):
+            why.append(f"its cross-validated Spearman is {cv:.2f} over {len(self.history)} pairs, "
+                       f"below the {self.cfg.min_cv_spearman} it needs")
+        if distinct <= 0.01:
+            why.append(f"only {distinct:.1%} of its predictions on 2,000 mixtures differ (it needs over 1%)")
+        self.warnings.append(f"the predictor cannot rank mixtures ({'; '.join(why)}): {what_was_done}")
 
     def _top_mean(self, cands: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return cands[np.argsort(-pred, kind="stable")[: self.cfg.top_mean_n]].mean(axis=0)
