@@ -1,7 +1,7 @@
 """Compact (quantized) vs full fastText quality models: file sizes, score agreement, worker memory.
 
-    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--cutoff N] [--dsub N] [--retrain]
-                                                  [--rss-docs 2000] [--no-rss]
+    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--bucket N] [--cutoff N] [--dsub N]
+                                                  [--retrain] [--rss-docs 2000] [--no-rss]
 
 Real text (the sample corpus) labelled by the heuristic teacher; a fixed 20% of the documents is
 held out. Per criterion, the full model and the compact one are trained by the project's own
@@ -10,13 +10,15 @@ single-threaded training, then pruned and product-quantized), and both score the
 Printed: file sizes, the MAE between the two models' expected scores, and each model's MAE
 against the teacher's labels. Then the peak RSS (ru_maxrss) of a fresh process per variant that
 does an embed worker's job on CPU: load MiniLM and the four models, embed and score documents
-through `embed_batches`, the function the Spark stage runs in each Python worker.
+through `embed_batches`, the function the Spark stage runs in each Python worker, with the
+environment the default profile gives Python workers (`spark.executorEnv.*` in conf/local.yaml).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from climb_spark.config import CorpusConfig, QualityConfig  # noqa: E402
+from climb_spark.config import CorpusConfig, QualityConfig, load  # noqa: E402
 from climb_spark.corpus import build  # noqa: E402
 from climb_spark.rubric import CRITERIA  # noqa: E402
 from climb_spark.stages.quality import classifiers  # noqa: E402
@@ -69,15 +71,21 @@ def peak_rss(model_dir: Path, quantized: bool, corpus: Path, n_docs: int) -> dic
     # The models' version hash is the driver's work (embed.run): reading 1.6 GB of full models
     # here would count in the worker's peak.
     version = classifiers.models_version(str(model_dir), quantized)
+    from climb_spark.lakehouse.session import spark_conf
+
+    conf = spark_conf(load([ROOT / "conf" / "local.yaml"], [f"spark.jars_dir={ROOT / '.cache' / 'jars'}"]))
+    worker_env = {k.removeprefix("spark.executorEnv."): v for k, v in conf.items() if k.startswith("spark.executorEnv.")}
     done = subprocess.run([sys.executable, __file__, "--rss-worker", str(model_dir), str(int(quantized)),
-                           str(corpus), str(n_docs), version], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+                           str(corpus), str(n_docs), version], capture_output=True, text=True, check=True,
+                          env={**os.environ, **worker_env})
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "env": worker_env}
 
 
 def main() -> None:
     q = QualityConfig()
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=3000)
+    ap.add_argument("--bucket", type=int, default=q.bucket)
     ap.add_argument("--cutoff", type=int, default=q.cutoff)
     ap.add_argument("--dsub", type=int, default=q.dsub)
     ap.add_argument("--retrain", action="store_true", default=q.retrain)
@@ -98,10 +106,10 @@ def main() -> None:
     train_labels = [rubric_scores(t) for t in train]
     held_labels = [rubric_scores(t) for t in held]
     print(f"{len(train)} training / {len(held)} held-out documents (sample corpus, heuristic teacher); "
-          f"epoch {q.epoch} lr {q.lr} wordNgrams {q.word_ngrams} dim {q.dim} bucket {q.bucket:,}; "
+          f"epoch {q.epoch} lr {q.lr} wordNgrams {q.word_ngrams} dim {q.dim} bucket {args.bucket:,}; "
           f"compact: cutoff {args.cutoff:,} dsub {args.dsub} retrain {args.retrain} qnorm")
     full_dir, compact_dir = tmp / "full", tmp / "compact"
-    common = dict(epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket)
+    common = dict(epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=args.bucket)
     print(f"{'criterion':20s} {'full MB':>8s} {'compact MB':>10s} {'MAE full~compact':>16s} "
           f"{'p99 |diff|':>10s} {'MAE full~teacher':>16s} {'MAE compact~teacher':>19s}")
     sizes = {False: 0, True: 0}
@@ -134,7 +142,7 @@ def main() -> None:
                for quantized, folder in ((False, full_dir), (True, compact_dir))}
         print(f"embed worker on CPU (MiniLM + four models, {rss[True]['rows']} documents embedded and scored), "
               f"peak RSS: full {rss[False]['peak_rss_mb']:,.0f} MB | compact {rss[True]['peak_rss_mb']:,.0f} MB | "
-              f"ratio {rss[True]['peak_rss_mb'] / rss[False]['peak_rss_mb']:.2f}x")
+              f"ratio {rss[True]['peak_rss_mb'] / rss[False]['peak_rss_mb']:.2f}x; worker env {rss[True]['env']}")
     print(f"(files under {tmp})")
 
 

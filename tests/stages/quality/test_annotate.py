@@ -71,7 +71,10 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
         report.version, report.mlflow_run_id, report.metrics, report.n_holdout)
     assert again.summary().startswith("train-quality: up to date: 4 fastText classifiers from ")
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.quality.model_dir).iterdir()} == mtimes
-    assert len(MlflowClient().search_runs([run.info.experiment_id], "tags.`climb.role` = 'train-quality'")) == 1
+    # (other tests share this MLflow store; the fingerprint picks this test's trainings)
+    fingerprint = run.data.tags[train.FINGERPRINT_TAG]
+    assert len(MlflowClient().search_runs([run.info.experiment_id],
+                                          f"tags.`{train.FINGERPRINT_TAG}` = '{fingerprint}'")) == 1
 
     # Where every annotation is in the held-out slice there is nothing to train on: an error, not
     # a student trained on its own test set reporting accuracy 1.0.
