@@ -20,6 +20,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from climb_spark.config import Config, check_input_exists, is_local_path
 from climb_spark.corpus import uses_default_corpus
@@ -54,8 +55,7 @@ SPLITS = T.StructType([
     T.StructField("ranged", T.BooleanType()),
 ])
 
-_ARROW = {f.name: {T.StringType(): pa.string(), T.LongType(): pa.int64(), T.IntegerType(): pa.int32()}[f.dataType]
-          for f in PARSED.fields}
+_ARROW = to_arrow_schema(PARSED)
 
 # An output batch holds at most this many records or characters, whichever comes first.
 _OUT_ROWS = 5000
@@ -110,8 +110,8 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterat
 
 
 def _batch(cols: dict[str, list]) -> pa.RecordBatch:
-    out = pa.RecordBatch.from_arrays([pa.array(values, _ARROW[name]) for name, values in cols.items()],
-                                     names=list(cols))
+    out = pa.RecordBatch.from_arrays([pa.array(values, _ARROW.field(name).type) for name, values in cols.items()],
+                                     schema=_ARROW)
     for values in cols.values():
         values.clear()
     return out
