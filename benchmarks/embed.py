@@ -1,6 +1,6 @@
 """Embed-and-label throughput: the Spark stage's worker function vs plain single-process calls.
 
-    .venv/bin/python benchmarks/embed.py [--docs 1000] [--gpu]
+    .venv/bin/python benchmarks/embed.py [--docs 1000] [--gpu] [--set key=value ...]
 
 Same real documents (the sample corpus), same cores. Spark runs are timed after a warm-up
 pass over the same data, so the per-worker model load is amortized as it is in a long job.
@@ -42,13 +42,15 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--gpu-model", default=None, help="a second (larger) model folder for the GPU run")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a profile override, as the CLI takes it (an A/B of a worker setting)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="climb-bench-"))
     texts = corpus_texts(tmp / "corpus", args.docs)
     n = len(texts)
     cfg = load([ROOT / "conf" / "local.yaml"], [
         f"lakehouse.root={tmp / 'lake'}", f"quality.model_dir={tmp / 'quality'}",
-        f"spark.jars_dir={ROOT / '.cache' / 'jars'}", "spark.master=local[2]"])
+        f"spark.jars_dir={ROOT / '.cache' / 'jars'}", "spark.master=local[2]", *args.set])
     ref = encoder.resolve_model(cfg.embed.model)
     print(f"{n} documents, mean {sum(map(len, texts)) / n:.0f} chars, model {ref.name}, "
           f"max_seq_length {cfg.embed.max_seq_length}, batch {cfg.embed.batch_size}")

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("stages", parents=[common], help="print the stages and the tables each reads and writes")
     graph.add_argument("--format", choices=("text", "mermaid"), default="text")
     sub.add_parser("sample-corpus", parents=[common], help="build the embedded default corpus")
-    sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir")
+    sub.add_parser("resolve-jars", parents=[common], help="resolve the profile's JVM jars into spark.jars_dir and write the driver's class archive")
     submit = sub.add_parser("submit-command", parents=[common],
                             help="print the spark-submit command that runs JOB with these profiles")
     submit.add_argument("job", help="pipeline or a stage name")
@@ -120,6 +120,11 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             raise ConfigError("spark.jars_dir: not set in this profile; nothing to resolve")
         kept = jars.resolve(cfg.spark.jar_poms, cfg.spark.jars_dir)
         _log(f"resolved {len(kept)} jars into {cfg.spark.jars_dir}")
+        if cfg.spark.class_archive:
+            from climb_spark.lakehouse import class_archive
+
+            size = class_archive.write(args.conf or [DEFAULT_PROFILE], args.set, cfg.spark.class_archive)
+            _log(f"wrote the driver's class archive {cfg.spark.class_archive} ({size / 1e6:,.0f} MB)")
         return 0
 
     if args.command == "submit-command":

@@ -50,6 +50,9 @@ class SparkConfig:
     # Stop the session when a command ends; false where the platform owns it (a Databricks job
     # cluster shared by the job's tasks).
     stop_session: bool = True
+    # The local driver JVM's class-data archive, written by `climb-spark resolve-jars`
+    # (lakehouse/class_archive.py); unset, or not written yet, the JVM starts without one.
+    class_archive: str | None = None
 
 
 # Paths written `{root}/...` are under lakehouse.root: moving a lakehouse is one key. Every one

@@ -108,6 +108,8 @@ def test_pipeline_on_a_standalone_cluster_survives_driver_and_worker_loss(cluste
         # models must reach the executors through SparkFiles.
         "quality.model_dir": "quality",
         "quality.bucket": "262144",
+        # Full models: compaction adds half a minute and is tested where it matters (test_classifiers).
+        "quality.quantize": "false",
         "cluster.k": "6",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "mlflow.artifact_location": str(tmp_path / "mlartifacts"),

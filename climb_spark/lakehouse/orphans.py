@@ -34,14 +34,27 @@ def sweep(warehouse: Path) -> dict[str, tuple[int, int]]:
             rel = data.relative_to(table).as_posix()
             if rel in named or rel.startswith(("_", ".")):
                 continue
-            n_bytes += data.stat().st_size
+            size, empty = data.stat().st_size, _has_no_rows(data)
             data.unlink(missing_ok=True)
             (data.parent / f".{data.name}.crc").unlink(missing_ok=True)
-            files += 1
+            # A task with no rows writes a file Delta then leaves out of a successful commit; only
+            # files with rows are a failed write's leftovers worth a line.
+            if not empty:
+                n_bytes += size
+                files += 1
         if files:
             name = f"{table.parent.name.removesuffix('.db')}.{table.name}" if table.parent != warehouse else table.name
             removed[name] = (files, n_bytes)
     return removed
+
+
+def _has_no_rows(data: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(data).metadata.num_rows == 0
+    except Exception:  # unreadable: a write cut short, which is reported
+        return False
 
 
 def committed_files(log: Path) -> set[str] | None:

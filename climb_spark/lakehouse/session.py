@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
-from climb_spark.lakehouse import orphans
+from climb_spark.lakehouse import class_archive, orphans
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -28,10 +28,11 @@ def _local_root(cfg: Config) -> Path:
     return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
 
 
-def spark_conf(cfg: Config) -> dict[str, str]:
+def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]:
     """Every Spark setting a profile implies, in the order they apply (profile confs last)."""
     conf: dict[str, str] = {"spark.app.name": cfg.spark.app_name}
-    java_opts = [f"-Dlog4j.configurationFile={LOG4J}"]
+    java_opts = [f"-Dlog4j.configurationFile={LOG4J}",
+                 *class_archive.java_options(cfg.spark.class_archive, write_class_archive)]
     if cfg.spark.jars_dir:
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
@@ -87,7 +88,7 @@ def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> bool:
     return True
 
 
-def build_session(cfg: Config) -> SparkSession:
+def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSession:
     builder = SparkSession.builder
     # Under spark-submit the JVM already runs with the submitter's master; the profile's
     # master is for plain `python`/`climb-spark` runs only.
@@ -97,7 +98,7 @@ def build_session(cfg: Config) -> SparkSession:
             # pyspark takes the workers' interpreter from this variable only; local workers must
             # run this interpreter (the venv), not whatever python3 is first on the PATH.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = spark_conf(cfg)
+    conf = spark_conf(cfg, write_class_archive)
     # Spark's progress bars redraw a terminal line; in a log file they interleave with the
     # stages' lines.
     conf.setdefault("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())

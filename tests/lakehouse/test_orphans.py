@@ -2,6 +2,9 @@
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from climb_spark.lakehouse import orphans
 from climb_spark.lakehouse.tables import DOCUMENTS, Lakehouse
 
@@ -20,10 +23,13 @@ def test_only_files_no_commit_names_are_removed(spark, cfg):
     for i, source in enumerate(committed[:2]):
         shutil.copy(source, table / f"part-0000{i}-dead-c000.snappy.parquet")
         (table / f".part-0000{i}-dead-c000.snappy.parquet.crc").write_bytes(b"crc")
+    (table / "part-00005-cut-c000.snappy.parquet").write_bytes(b"PAR1 cut short")  # counted: unreadable
+    # A task with no rows leaves a file a successful commit leaves out: removed, not reported.
+    pq.write_table(pa.table({"id": pa.array([], pa.int64())}), table / "part-00006-empty-c000.snappy.parquet")
     (table / "notes.txt").write_text("not a data file")
 
     name = f"{schema}.{DOCUMENTS.name}"  # other tests' tables share the warehouse
-    assert orphans.sweep(warehouse)[name] == (2, sum(p.stat().st_size for p in committed[:2]))
+    assert orphans.sweep(warehouse)[name] == (3, sum(p.stat().st_size for p in committed[:2]) + 14)
     assert sorted(table.glob("part-*.parquet")) == committed and not list(table.glob(".part-*-dead-*"))
     assert (table / "notes.txt").exists()
     assert spark.table(lake.name(DOCUMENTS)).count() == 10

@@ -110,7 +110,8 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
         tracker.log_dict(result.extra["argmax"], "regmix_argmax.json")
 
     best_observed = result.best_observed
-    if before is None or list(before["weights"]) != [float(w) for w in weights] or before["n_proxies"] != n_proxies:
+    changed = before is None or list(before["weights"]) != [float(w) for w in weights]
+    if changed or before["n_proxies"] != n_proxies:
         _log_outputs(tracker, history, result, _names(spark, lake, pool))
     row = {"search_id": sid, "method": method, "weights": [float(w) for w in weights],
            "prior": [float(p) for p in prior], "predicted_score": predicted, "best_observed_score": best_observed,
@@ -119,9 +120,11 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
            "config": json.dumps({"search": dataclasses.asdict(cfg.search), "proxy": dataclasses.asdict(cfg.proxy),
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
            "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
-    # A re-run computes the same mixture; only a changed one replaces the row (created_at kept).
-    merge_upsert(spark, table, spark.createDataFrame([row], MIXTURES.schema),
-                 MIXTURES.key, replace_when="t.weights <> s.weights")
+    # A re-run computes the same mixture and leaves the row (created_at kept) and the table's
+    # version as they were; only a changed mixture replaces it.
+    if changed:
+        merge_upsert(spark, table, spark.createDataFrame([row], MIXTURES.schema),
+                     MIXTURES.key, replace_when="t.weights <> s.weights")
     tracker.finish()
     return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, n_proxies,
                         tracker.run_id, result.chosen_from, result.warnings)
