@@ -85,8 +85,8 @@ def main() -> None:
     qdir, quantized = q.model_dir, q.quantize  # the configured (compact by default) models
     for c in CRITERIA:
         classifiers.train(texts, [rubric_scores(t)[c] for t in texts], classifiers.model_path(qdir, c, quantized),
-                          epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1, quantize=quantized, cutoff=q.cutoff,
-                          dsub=q.dsub, retrain=q.retrain)
+                          epoch=5, lr=0.5, word_ngrams=2, dim=50, seed=1, quantize=quantized,
+                          max_compact_drift=q.max_compact_drift)
     f = embed.embedder(cfg)
     version = classifiers.models_version(qdir, quantized)
 

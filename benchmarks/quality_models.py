@@ -1,12 +1,11 @@
-"""Compact (quantized) vs full fastText quality models: file sizes, score agreement, worker memory.
+"""Compact vs full fastText quality models: file sizes, score agreement, worker memory.
 
-    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--bucket N] [--cutoff N] [--dsub N]
-                                                  [--retrain] [--rss-docs 2000] [--no-rss]
+    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--bucket N] [--rss-docs 2000] [--no-rss]
 
 Real text (the sample corpus) labelled by the heuristic teacher; a fixed 20% of the documents is
 held out. Per criterion, the full model and the compact one are trained by the project's own
 `classifiers.train` with the QualityConfig defaults (the compact one from the same, deterministic,
-single-threaded training, then pruned and product-quantized), and both score the held-out texts.
+single-threaded training, its non-zero rows kept at int8 per row), and both score the held-out texts.
 Printed: file sizes, the MAE between the two models' expected scores, and each model's MAE
 against the teacher's labels. Then the peak RSS (ru_maxrss) of a fresh process per variant that
 does an embed worker's job on CPU: load MiniLM and the four models, embed and score documents
@@ -22,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,9 +86,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=3000)
     ap.add_argument("--bucket", type=int, default=q.bucket)
-    ap.add_argument("--cutoff", type=int, default=q.cutoff)
-    ap.add_argument("--dsub", type=int, default=q.dsub)
-    ap.add_argument("--retrain", action="store_true", default=q.retrain)
     ap.add_argument("--rss-docs", type=int, default=2000)
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--rss-worker", nargs=5, help=argparse.SUPPRESS)
@@ -107,7 +104,7 @@ def main() -> None:
     held_labels = [rubric_scores(t) for t in held]
     print(f"{len(train)} training / {len(held)} held-out documents (sample corpus, heuristic teacher); "
           f"epoch {q.epoch} lr {q.lr} wordNgrams {q.word_ngrams} dim {q.dim} bucket {args.bucket:,}; "
-          f"compact: cutoff {args.cutoff:,} dsub {args.dsub} retrain {args.retrain} qnorm")
+          "compact: non-zero rows, int8 per row (stages/quality/compact.py)")
     full_dir, compact_dir = tmp / "full", tmp / "compact"
     common = dict(epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=args.bucket)
     print(f"{'criterion':20s} {'full MB':>8s} {'compact MB':>10s} {'MAE full~compact':>16s} "
@@ -120,13 +117,11 @@ def main() -> None:
         scores, mb = {}, {}
         for quantized, folder in ((False, full_dir), (True, compact_dir)):
             path = classifiers.model_path(str(folder), c, quantized)
-            lr = classifiers.train(train, labels, path, quantize=quantized, cutoff=args.cutoff, dsub=args.dsub,
-                                   retrain=args.retrain, **common).lr
+            lr = classifiers.train(train, labels, path, quantize=quantized, probe=held,
+                                   max_compact_drift=q.max_compact_drift, **common).lr
             if lr != q.lr:
                 print(f"  note: {c} {'compact' if quantized else 'full'} trained at lr {lr:g} (NaN at {q.lr:g})")
-            import fasttext
-
-            scores[quantized] = classifiers.expected_scores(fasttext.load_model(str(path)), held)
+            scores[quantized] = classifiers.expected_scores(classifiers.load_model(path, quantized), held)
             mb[quantized] = path.stat().st_size / 1e6
             sizes[quantized] += path.stat().st_size
         diff = np.abs(scores[True] - scores[False])
@@ -136,6 +131,19 @@ def main() -> None:
     print(f"{'total':20s} {sizes[False] / 1e6:8.1f} {sizes[True] / 1e6:10.2f}   "
           f"compact/full {sizes[True] / sizes[False]:.4f} ({sizes[False] / sizes[True]:,.0f}x smaller); "
           f"worst per-criterion MAE full~compact {worst:.4f}")
+
+    # Scoring speed, one process, the four models over the held-out texts 10 times: fastText's
+    # own predict on the full models against the compact ones' numpy scorer.
+    texts = held * 10
+    rates = {}
+    for quantized, folder in ((False, full_dir), (True, compact_dir)):
+        models = classifiers.load_models(str(folder), quantized)
+        classifiers.score_all(models, held[:20])
+        started = time.perf_counter()
+        classifiers.score_all(models, texts)
+        rates[quantized] = len(texts) / (time.perf_counter() - started)
+    print(f"scoring, four models, one process: full (fastText predict) {rates[False]:,.0f} docs/s | "
+          f"compact (numpy) {rates[True]:,.0f} docs/s | ratio {rates[True] / rates[False]:.2f}x")
 
     if not args.no_rss:
         rss = {quantized: peak_rss(folder, quantized, tmp / "corpus", args.rss_docs)

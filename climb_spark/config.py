@@ -163,8 +163,8 @@ class AnnotateConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.ftz (compact,
-    the default) or <criterion>.bin (full, quantize: false)."""
+    """fastText classifiers, one per rubric criterion, in model_dir as <criterion>.npz (compact,
+    the default) or fastText's <criterion>.bin (full, quantize: false)."""
 
     model_dir: str = "{root}/models/quality"
     # classes: the rubric's 0-5; binary: score >= binary_threshold (the paper's cut is 3).
@@ -182,26 +182,16 @@ class QualityConfig:
     seed: int = 42
     # Compact models: a full model file is bucket x dim x 4 bytes, 1.6 GB for the four, copied to
     # every executor, held by every Python worker and logged to MLflow. With quantize, each model
-    # is trained at full size in memory, its input matrix pruned to the `cutoff` rows of largest
-    # norm (never more than training made non-zero), optionally fine-tuned again (`retrain`), and
-    # product-quantized with one byte per `dsub` dimensions; only <criterion>.ftz is written.
-    # benchmarks/quality_models.py (2,387 training documents, these defaults): 1.9 MB a model,
-    # 7.7 MB for four (211x smaller), MAE 0.07-0.09 between full and compact expected scores on
-    # held-out text, and each compact model as close to the teacher as its full one. Mostly not
-    # the quantization: fastText drops pruned n-gram rows from the average of a document's
-    # vectors, where the full model counts them as zeros. 20,000 and 100,000 rows measured no
-    # better; retrain doubles training time for no measured gain.
+    # is trained at full size in memory and only its compact form is written (<criterion>.npz,
+    # stages/quality/compact.py): the input rows that are not zero, int8 per row, scored by a numpy
+    # re-implementation of fastText's predict that still counts a dropped (zero) row in the average,
+    # as the full model does; fastText's own `.ftz` skips it (0.07-0.09 MAE here).
+    # benchmarks/quality_models.py (2,387 training documents, 2M buckets): see BENCHMARKS.md.
     quantize: bool = True
-    cutoff: int = 50000
-    dsub: int = 2
-    retrain: bool = False
-    # A compaction is checked before it is written: the mean absolute difference between the
-    # compact and the full model's expected scores on (up to 2,000 of) the held-out annotations
-    # (the training texts when none are held out). Working ones measure 0.07-0.29 on held-out text
-    # here, broken ones 0.6-0.97. fastText-numpy2 is not reproducible from call to call at small
-    # bucket counts (0.16 to 0.36 for the same data and seed here; 0.65 once in CI); a compaction
-    # over the limit is redone, then redone with dsub 1, then refused (set quantize: false).
-    max_compact_drift: float = 0.5
+    # The compaction is checked before it is written: the mean absolute difference between the
+    # compact and the full model's expected scores (0-5) on (up to 2,000 of) the held-out
+    # annotations, the training texts when none are held out; over this, it is refused.
+    max_compact_drift: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -484,7 +474,7 @@ _AT_LEAST_1 = (
     "corpus.max_docs corpus.chunk_chars embed.batch_size embed.max_seq_length embed.chunk_docs "
     "annotate.sample_docs "
     "annotate.concurrency annotate.max_chars annotate.commit_every annotate.breaker_after quality.epoch "
-    "quality.word_ngrams quality.dim quality.cutoff quality.dsub cluster.k cluster.niter cluster.max_points_per_centroid "
+    "quality.word_ngrams quality.dim cluster.k cluster.niter cluster.max_points_per_centroid "
     "ingest.max_doc_chars ingest.split_bytes target.max_tokens proxy.vocab_size proxy.tokenizer_sample_docs proxy.d_model "
     "proxy.n_layers proxy.n_heads proxy.seq_len proxy.batch_size proxy.steps proxy.log_every "
     "search.strengths search.oversample search.candidates search.top_min search.top_mean_n export.shards report.max_clusters"
@@ -515,9 +505,6 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.quality.word_ngrams > 1 and cfg.quality.bucket < 1:
         raise ConfigError("quality.bucket: must be at least 1 when quality.word_ngrams > 1 (fastText hashes "
                           f"n-grams into it), got {cfg.quality.bucket}")
-    if cfg.quality.dsub > cfg.quality.dim:
-        raise ConfigError(f"quality.dsub: must not exceed quality.dim ({cfg.quality.dim}): product quantization "
-                          f"splits each vector into sub-vectors of dsub dimensions, got {cfg.quality.dsub}")
     if cfg.search.strength_max < cfg.search.strength_min:
         raise ConfigError("search.strength_max: must not be below search.strength_min")
     if cfg.maintain.retain_hours < MIN_RETAIN_HOURS and not cfg.maintain.allow_short_retention:

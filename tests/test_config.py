@@ -49,8 +49,6 @@ def test_every_shipped_profile_is_valid(profile):
     ("quality.holdout_fraction=1", "quality.holdout_fraction: must be in [0, 1), got 1.0"),
     ("prune.paper_threshold=6", "prune.paper_threshold: a rubric score in [0, 5], got 6.0"),
     ("quality.bucket=0", "quality.bucket: must be at least 1 when quality.word_ngrams > 1"),
-    ("quality.cutoff=0", "quality.cutoff: must be at least 1, got 0"),
-    ("quality.dsub=51", "quality.dsub: must not exceed quality.dim (50)"),
     # Ids reach MLflow filter strings and file names.
     ("search.search_id=x' or tags.`climb.role` = 'search",
      "search.search_id: \"x' or tags.`climb.role` = 'search\" is not a valid id"),

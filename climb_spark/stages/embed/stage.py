@@ -49,7 +49,7 @@ class Embedder:
     device: str
     fp16: bool
     quality_dir: str
-    quality_quantized: bool  # the models are <criterion>.ftz (quality.quantize), else .bin
+    quality_quantized: bool  # the models are <criterion>.npz (quality.quantize), else .bin
 
 
 def _device(preference: str) -> str:

@@ -11,15 +11,16 @@ import numpy as np
 
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
+from climb_spark.stages.quality.compact import CompactModel
 
 CLASSES = np.arange(6, dtype=np.float64)
 _WS = re.compile(r"\s+")
 
 
 def model_path(model_dir: str, criterion: str, quantized: bool) -> Path:
-    """The one place naming a model file: `<criterion>.ftz` when quantized (compact, what
-    train-quality writes by default, `quality.quantize`), else the full `<criterion>.bin`."""
-    return Path(model_dir) / f"{criterion}.{'ftz' if quantized else 'bin'}"
+    """The one place naming a model file: `<criterion>.npz` when quantized (compact.CompactModel,
+    what train-quality writes by default, `quality.quantize`), else fastText's full `<criterion>.bin`."""
+    return Path(model_dir) / f"{criterion}.{'npz' if quantized else 'bin'}"
 
 
 QUALITY_MODELS = Files("quality models", lambda cfg: cfg.quality.model_dir,
@@ -32,15 +33,19 @@ def fasttext_text(text: str, max_chars: int = 20000) -> str:
     return _WS.sub(" ", text[:max_chars]).strip().lower()
 
 
-def load_models(model_dir: str, quantized: bool) -> dict:
+def load_model(path: Path, quantized: bool):
     import fasttext
 
+    return CompactModel.load(path) if quantized else fasttext.load_model(str(path))
+
+
+def load_models(model_dir: str, quantized: bool) -> dict:
     models = {}
     for criterion in CRITERIA:
         path = model_path(model_dir, criterion, quantized)
         if not path.is_file():
-            raise FileNotFoundError(f"no fastText model for {criterion}: {path} (quality.quantize={quantized})")
-        models[criterion] = fasttext.load_model(str(path))
+            raise FileNotFoundError(f"no quality model for {criterion}: {path} (quality.quantize={quantized})")
+        models[criterion] = load_model(path, quantized)
     return models
 
 
@@ -53,7 +58,8 @@ def models_version(model_dir: str, quantized: bool) -> str:
 
 
 def expected_scores(model, texts: Sequence[str]) -> np.ndarray:
-    """Sum over classes of P(class) x class, per text (labels are `__label__0` .. `__label__5`)."""
+    """Sum over classes of P(class) x class, per text (labels are `__label__0` .. `__label__5`); the
+    model is fastText's or a CompactModel, which answers `predict` alike."""
     lines = [fasttext_text(t) for t in texts]
     labels, probs = model.predict(lines, k=-1)
     out = np.empty(len(lines), dtype=np.float32)
@@ -71,8 +77,7 @@ def score_all(models: Mapping[str, object], texts: Sequence[str]) -> dict[str, n
 @dataclass(frozen=True)
 class Trained:
     lr: float  # the rate training converged at (lower than asked after a divergence)
-    compact_drift: float | None  # compact vs full expected scores on training texts, MAE; None if full
-    dsub: int | None  # the product quantizer's sub-vector size the compact model was written with
+    compact_drift: float | None  # compact vs full expected scores on the probe texts, MAE; None if full
 
 
 def _probe(texts: Sequence[str], limit: int = 2000) -> list[str]:
@@ -82,23 +87,17 @@ def _probe(texts: Sequence[str], limit: int = 2000) -> list[str]:
 
 def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int, lr: float,
           word_ngrams: int, dim: int, seed: int, bucket: int = 2000000, retries: int = 3,
-          quantize: bool = False, cutoff: int = 50000, dsub: int = 2, retrain: bool = True,
-          max_compact_drift: float = 0.5, probe: Sequence[str] = ()) -> Trained:
+          quantize: bool = False, max_compact_drift: float = 0.05, probe: Sequence[str] = ()) -> Trained:
     """Train one classifier, single-threaded so that the same data gives the same model.
 
     fastText's SGD can diverge to NaN on small or skewed data (it did in CI, not reproducibly, at
     lr 0.5); it is retried at half the rate, as fastText's own advice says, and the caller records
     the rate actually used.
 
-    With `quantize`, the model trained at full size is compacted in memory before it is saved, so
-    only the compact file is ever written: the input matrix (words and n-gram buckets) pruned to
-    its `cutoff` rows of largest norm, fine-tuned again on the same data when `retrain`, then
-    product-quantized (one byte per `dsub` dimensions, norms quantized apart: qnorm). The output
-    matrix (classes x dim) stays exact. See QualityConfig for the measured cost. The compaction is
-    checked against the full model on `probe` (held-out texts; the training texts when none); one
-    that drifts more than
-    `max_compact_drift` is redone (first as it was, then with dsub 1) and finally refused with
-    InputError rather than written."""
+    With `quantize`, the model trained at full size is compacted in memory (compact.CompactModel:
+    its non-zero rows, int8 per row) and only the compact file is written, after a check against
+    the full model on `probe` (held-out texts; the training texts when none): one whose expected
+    scores differ by more than `max_compact_drift` MAE is refused with InputError."""
     import tempfile
 
     import fasttext
@@ -111,52 +110,32 @@ def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int
         for text, label in zip(texts, labels):
             fh.write(f"__label__{int(label)} {fasttext_text(text)}\n")
         train_file = fh.name
-    probe = _probe(probe or texts)
-    drifts: list[str] = []
-    compactions = nans = 0
+    nans = 0
     try:
         while True:
             try:
                 model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
                                                   dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
                                                   verbose=0)
-                if not quantize:
-                    drift = None
-                    break
-                reference = expected_scores(model, probe)
-                # Single-threaded, fastText initializes only the first tenth of the input matrix
-                # (its init works in tenths, one per thread); rows training never touched stay
-                # zero. Asked to keep more rows than are non-zero, it quantizes those zeros with
-                # the rest and the model breaks (MAE 0.6 against the full model on held-out text):
-                # never keep more than the non-zero rows. The random rows of that first tenth
-                # can still outrank lightly trained ones by norm (80 documents at 2M buckets:
-                # drift 0.97, every time); the drift check below refuses such a model.
-                trained_rows = int(np.count_nonzero(np.any(model.get_input_matrix() != 0, axis=1)))
-                # Retraining runs the same SGD (at the rate that trained the model), so it can
-                # diverge too: the whole attempt is redone at half the rate.
-                model.quantize(input=train_file, qnorm=True, retrain=retrain, cutoff=min(cutoff, trained_rows),
-                               dsub=dsub, thread=1, verbose=0)
+                break
             except RuntimeError as err:
                 if "NaN" not in str(err) or nans == retries:
                     raise
                 nans += 1
                 lr /= 2
-                continue
-            drift = float(np.abs(expected_scores(model, probe) - reference).mean())
-            if drift <= max_compact_drift:
-                break
-            drifts.append(f"{drift:.3f} at dsub {dsub}")
-            compactions += 1
-            if compactions == 3:
-                from climb_spark.errors import InputError
-
-                raise InputError(f"train-quality: the compact model for {path.stem} scores "
-                                 f"{', then '.join(drifts)} MAE away from the full model"
-                                 f" (quality.max_compact_drift={max_compact_drift:g}); set "
-                                 "quality.quantize: false to keep the full models")
-            if compactions == 2:
-                dsub = 1
     finally:
         Path(train_file).unlink()
-    model.save_model(str(path))
-    return Trained(lr, drift, dsub if quantize else None)
+    if not quantize:
+        model.save_model(str(path))
+        return Trained(lr, None)
+    probe = _probe(probe or texts)
+    compact = CompactModel.from_fasttext(model)
+    drift = float(np.abs(expected_scores(compact, probe) - expected_scores(model, probe)).mean())
+    if drift > max_compact_drift:
+        from climb_spark.errors import InputError
+
+        raise InputError(f"train-quality: the compact model for {path.stem} scores {drift:.3f} MAE away from the "
+                         f"full model (quality.max_compact_drift={max_compact_drift:g}); set "
+                         "quality.quantize: false to keep the full models")
+    compact.save(path)
+    return Trained(lr, drift)

@@ -4,7 +4,7 @@ Held-out documents are a fixed hash slice of doc_id (`classifiers.holdout_fracti
 is the same on every run. Metrics per criterion are top-class accuracy, macro-F1 and the mean
 absolute error of the expected score against the teacher's score. They go to stdout and to an
 MLflow run, together with the model files. The models are written to `quality.model_dir`, where
-the embed stage reads them: compact `<criterion>.ftz` files by default (`quality.quantize`; the
+the embed stage reads them: compact `<criterion>.npz` files by default (`quality.quantize`; the
 full-size model exists only in memory), and the metrics are those of the files written.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,
                            "word_ngrams": q.word_ngrams, "dim": q.dim, "bucket": q.bucket, "seed": q.seed,
-                           "quantize": q.quantize, "cutoff": q.cutoff, "dsub": q.dsub, "retrain": q.retrain,
+                           "quantize": q.quantize,
                            "max_compact_drift": q.max_compact_drift,
                            "n_train": len(train), "n_holdout": len(held)})
         paths = {c: classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA}
@@ -130,19 +130,16 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
             trained = classifiers.train(
                 [r["text"] for r in train], labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold),
                 path, epoch=q.epoch, lr=q.lr, word_ngrams=q.word_ngrams, dim=q.dim, seed=q.seed, bucket=q.bucket,
-                quantize=q.quantize, cutoff=q.cutoff, dsub=q.dsub, retrain=q.retrain,
-                max_compact_drift=q.max_compact_drift, probe=[r["text"] for r in held])
+                quantize=q.quantize, max_compact_drift=q.max_compact_drift, probe=[r["text"] for r in held])
             lr_used[c] = trained.lr
             if trained.compact_drift is not None:
-                mlflow.log_metrics({f"{c}.compact_drift": trained.compact_drift, f"{c}.compact_dsub": trained.dsub})
+                mlflow.log_metrics({f"{c}.compact_drift": trained.compact_drift})
             # A model of the other format left by an earlier run would be shipped to every
             # executor with the folder: the folder holds the four files the setting names.
             classifiers.model_path(q.model_dir, c, not q.quantize).unlink(missing_ok=True)
             mlflow.log_metrics({f"{c}.lr_used": lr_used[c], f"{c}.model_mb": path.stat().st_size / 1e6})
             if held:
-                import fasttext
-
-                metrics[c] = evaluate(fasttext.load_model(str(path)), [r["text"] for r in held],
+                metrics[c] = evaluate(classifiers.load_model(path, q.quantize), [r["text"] for r in held],
                                       labels_for([r[c] for r in held], q.label_scheme, q.binary_threshold),
                                       [r[c] for r in held], q.label_scheme)
                 mlflow.log_metrics({f"{c}.{k}": v for k, v in metrics[c].items()})

@@ -44,7 +44,7 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     assert report.n_train + report.n_holdout == 200 and 20 < report.n_holdout < 80
     # Compact models only (quality.quantize, the default): the full ones never reach the disk.
     kept = sorted(p.name for p in Path(cfg.quality.model_dir).iterdir())
-    assert kept == sorted(f"{c}.ftz" for c in CRITERIA)
+    assert kept == sorted(f"{c}.npz" for c in CRITERIA)
     assert report.model_bytes < 4 * 2_000_000 and "MB, version" in report.summary()
     for c in CRITERIA:
         assert classifiers.model_path(cfg.quality.model_dir, c, True).is_file()
@@ -57,7 +57,7 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     assert run.data.metrics["quality.macro_f1"] == report.metrics["quality"]["macro_f1"]
     assert run.data.tags["quality_model_version"] == report.version
     arts = {a.path for a in MlflowClient().list_artifacts(report.mlflow_run_id, "quality_models")}
-    assert arts == {f"quality_models/{c}.ftz" for c in CRITERIA}
+    assert arts == {f"quality_models/{c}.npz" for c in CRITERIA}
     assert run.data.params["quantize"] == "True" and run.data.metrics["quality.model_mb"] < 2
     lake = Lakehouse(cfg.lakehouse)
     assert {d.dataset.name: json.loads(d.dataset.source)["delta_table_version"] for d in run.inputs.dataset_inputs} \
