@@ -11,7 +11,7 @@ import numpy as np
 
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
-from climb_spark.stages.quality.compact import CompactModel
+from climb_spark.stages.quality.compact import CompactModel, share_hashing
 
 CLASSES = np.arange(6, dtype=np.float64)
 _WS = re.compile(r"\s+")
@@ -46,6 +46,8 @@ def load_models(model_dir: str, quantized: bool) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"no quality model for {criterion}: {path} (quality.quantize={quantized})")
         models[criterion] = load_model(path, quantized)
+    if quantized:
+        share_hashing(list(models.values()))
     return models
 
 
@@ -59,19 +61,38 @@ def models_version(model_dir: str, quantized: bool) -> str:
 
 def expected_scores(model, texts: Sequence[str]) -> np.ndarray:
     """Sum over classes of P(class) x class, per text (labels are `__label__0` .. `__label__5`); the
-    model is fastText's or a CompactModel, which answers `predict` alike."""
-    lines = [fasttext_text(t) for t in texts]
+    model is fastText's or a CompactModel."""
+    return _expected(model, [fasttext_text(t) for t in texts])
+
+
+def _label_value(label: str) -> int:
+    return int(label.rsplit("__", 1)[1])
+
+
+def _expected(model, lines: list[str], ids: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    if isinstance(model, CompactModel):
+        p = model.probabilities(lines, ids).astype(np.float64)
+        values = np.array([_label_value(lab) for lab in model.labels], dtype=np.float64)
+        return ((p * values).sum(axis=1) / np.maximum(p.sum(axis=1), 1e-12)).astype(np.float32)
     labels, probs = model.predict(lines, k=-1)
     out = np.empty(len(lines), dtype=np.float32)
     for i, (labs, ps) in enumerate(zip(labels, probs)):
-        values = np.fromiter((int(lab.rsplit("__", 1)[1]) for lab in labs), dtype=np.float64, count=len(labs))
+        values = np.fromiter((_label_value(lab) for lab in labs), dtype=np.float64, count=len(labs))
         p = np.asarray(ps, dtype=np.float64)
         out[i] = float((values * p).sum() / max(p.sum(), 1e-12))
     return out
 
 
 def score_all(models: Mapping[str, object], texts: Sequence[str]) -> dict[str, np.ndarray]:
-    return {c: expected_scores(models[c], texts) for c in CRITERIA}
+    """The four criteria's expected scores: the texts normalized once, and tokenized and hashed
+    once per Hashing the compact models share (load_models)."""
+    lines = [fasttext_text(t) for t in texts]
+    ids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for m in models.values():
+        if isinstance(m, CompactModel) and id(m.hashing) not in ids:
+            ids[id(m.hashing)] = m.hashing.ids(lines)
+    return {c: _expected(models[c], lines, ids.get(id(getattr(models[c], "hashing", None))))
+            for c in CRITERIA}
 
 
 @dataclass(frozen=True)

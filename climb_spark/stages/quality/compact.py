@@ -49,42 +49,20 @@ def fnv1a(tokens: Sequence[str]) -> np.ndarray:
     return out
 
 
-class CompactModel:
-    def __init__(self, words: Sequence[str], row_ids: np.ndarray, codes: np.ndarray, scales: np.ndarray,
-                 output: np.ndarray, labels: Sequence[str], bucket: int, word_ngrams: int):
-        self.words, self.labels = list(words), list(labels)
+class Hashing:
+    """fastText's ids for one dictionary, bucket count and n-gram length. The four criteria's
+    models are trained on the same texts, so they share one (`share_hashing`): a batch is
+    tokenized and hashed once for all four."""
+
+    def __init__(self, words: Sequence[str], bucket: int, word_ngrams: int):
+        self.words = list(words)
         self.vocab = {w: i for i, w in enumerate(self.words)}
-        self.row_ids, self.codes, self.scales = row_ids, codes, scales
-        self.output, self.bucket, self.word_ngrams = output, int(bucket), int(word_ngrams)
+        self.bucket, self.word_ngrams = int(bucket), int(word_ngrams)
 
-    @classmethod
-    def from_fasttext(cls, model) -> "CompactModel":
-        args = model.f.getArgs()
-        if args.maxn > 0:
-            raise ValueError("compact models re-implement word and word n-gram ids only, not character n-grams "
-                             f"(this model has maxn {args.maxn})")
-        matrix = model.get_input_matrix()
-        row_ids = np.flatnonzero(np.any(matrix != 0, axis=1))
-        rows = matrix[row_ids]
-        scales = (np.abs(rows).max(axis=1) / 127).astype(np.float32)
-        codes = np.round(rows / np.where(scales == 0, 1, scales)[:, None]).astype(np.int8)
-        return cls(model.get_words(), row_ids.astype(np.int64), codes, scales,
-                   model.get_output_matrix().astype(np.float32), model.get_labels(), args.bucket, args.wordNgrams)
+    def key(self) -> tuple:
+        return self.bucket, self.word_ngrams, tuple(self.words)
 
-    def save(self, path: Path) -> None:
-        with open(path, "wb") as fh:  # a file object: numpy would add `.npz` to a bare name
-            np.savez_compressed(fh, words=np.array("\n".join(self.words)), labels=np.array("\n".join(self.labels)),
-                                row_ids=self.row_ids, codes=self.codes, scales=self.scales, output=self.output,
-                                shape=np.array([self.bucket, self.word_ngrams]))
-
-    @classmethod
-    def load(cls, path: Path) -> "CompactModel":
-        with np.load(path, allow_pickle=False) as z:
-            bucket, word_ngrams = (int(v) for v in z["shape"])
-            return cls(str(z["words"]).split("\n"), z["row_ids"], z["codes"], z["scales"], z["output"],
-                       str(z["labels"]).split("\n"), bucket, word_ngrams)
-
-    def _ids(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def ids(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(line, id) of every row each line averages, as fastText's supervised getLine finds them."""
         tokens = [[t for t in line.replace("\0", " ").split() if not t.startswith(LABEL)] + [EOS] for line in lines]
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
@@ -107,9 +85,44 @@ class CompactModel:
                 ids_out.append(len(self.words) + (acc[ok] % np.uint64(self.bucket)).astype(np.int64))
         return np.concatenate(lines_out), np.concatenate(ids_out)
 
-    def probabilities(self, lines: Sequence[str]) -> np.ndarray:
-        """P(label) per line (columns in `labels` order)."""
-        line, ids = self._ids(lines)
+class CompactModel:
+    def __init__(self, hashing: Hashing, row_ids: np.ndarray, codes: np.ndarray, scales: np.ndarray,
+                 output: np.ndarray, labels: Sequence[str]):
+        self.hashing, self.labels = hashing, list(labels)
+        self.row_ids, self.codes, self.scales, self.output = row_ids, codes, scales, output
+
+    @classmethod
+    def from_fasttext(cls, model) -> "CompactModel":
+        args = model.f.getArgs()
+        if args.maxn > 0:
+            raise ValueError("compact models re-implement word and word n-gram ids only, not character n-grams "
+                             f"(this model has maxn {args.maxn})")
+        matrix = model.get_input_matrix()
+        row_ids = np.flatnonzero(np.any(matrix != 0, axis=1))
+        rows = matrix[row_ids]
+        scales = (np.abs(rows).max(axis=1) / 127).astype(np.float32)
+        codes = np.round(rows / np.where(scales == 0, 1, scales)[:, None]).astype(np.int8)
+        return cls(Hashing(model.get_words(), args.bucket, args.wordNgrams), row_ids.astype(np.int64), codes, scales,
+                   model.get_output_matrix().astype(np.float32), model.get_labels())
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as fh:  # a file object: numpy would add `.npz` to a bare name
+            h = self.hashing
+            np.savez_compressed(fh, words=np.array("\n".join(h.words)), labels=np.array("\n".join(self.labels)),
+                                row_ids=self.row_ids, codes=self.codes, scales=self.scales, output=self.output,
+                                shape=np.array([h.bucket, h.word_ngrams]))
+
+    @classmethod
+    def load(cls, path: Path) -> "CompactModel":
+        with np.load(path, allow_pickle=False) as z:
+            bucket, word_ngrams = (int(v) for v in z["shape"])
+            return cls(Hashing(str(z["words"]).split("\n"), bucket, word_ngrams), z["row_ids"], z["codes"],
+                       z["scales"], z["output"], str(z["labels"]).split("\n"))
+
+    def probabilities(self, lines: Sequence[str], ids: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """P(label) per line (columns in `labels` order); `ids`: `self.hashing.ids(lines)`, when
+        the caller has them already."""
+        line, ids = self.hashing.ids(lines) if ids is None else ids
         at = np.searchsorted(self.row_ids, ids)
         at[at == len(self.row_ids)] = 0
         kept = self.row_ids[at] == ids
@@ -129,3 +142,10 @@ class CompactModel:
         order = np.argsort(-p, axis=1, kind="stable")[:, : (p.shape[1] if k < 0 else k)]
         return ([[self.labels[j] for j in row] for row in order],
                 [p[i, row] for i, row in enumerate(order)])
+
+
+def share_hashing(models: Sequence[CompactModel]) -> None:
+    """Give models with the same dictionary, bucket count and n-gram length one Hashing."""
+    shared: dict[tuple, Hashing] = {}
+    for model in models:
+        model.hashing = shared.setdefault(model.hashing.key(), model.hashing)
