@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from climb_spark.config import load  # noqa: E402
 
 OPEN = """
-import sys, time
+import sys
 from climb_spark.config import load
 from climb_spark.lakehouse.session import build_session
 spark = build_session(load(["conf/local.yaml"], sys.argv[1:]))
