@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from climb_spark.errors import PreconditionError
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
 from climb_spark.stages.quality.compact import CompactModel, share_hashing
@@ -51,12 +55,51 @@ def load_models(model_dir: str, quantized: bool) -> dict:
     return models
 
 
+# Names the set of four files train-quality published last, by their version.
+MANIFEST = "models.json"
+
+
 def models_version(model_dir: str, quantized: bool) -> str:
-    """A short content hash of the four model files, recorded with every score."""
+    """A short content hash of the four model files, recorded with every score. Where
+    train-quality published the folder, the files must be the set its manifest names: a mix (a
+    run killed while it moved its files in, a file copied over by hand) is refused, not scored
+    with. A folder without a manifest (models brought from elsewhere) is taken as it is."""
     digest = hashlib.sha256()
     for criterion in CRITERIA:
         digest.update(model_path(model_dir, criterion, quantized).read_bytes())
-    return digest.hexdigest()[:12]
+    version = digest.hexdigest()[:12]
+    manifest = Path(model_dir) / MANIFEST
+    if manifest.is_file():
+        published = json.loads(manifest.read_text())
+        if published["format"] == _format(quantized) and published["version"] != version:
+            raise PreconditionError(
+                f"the quality models in {model_dir} are not the set train-quality published (files {version}, "
+                f"{MANIFEST} {published['version']}): a train-quality run stopped while replacing them, or a "
+                "file was changed; run `climb-spark train-quality` again")
+    return version
+
+
+def publish(staging: Path, model_dir: str, quantized: bool) -> str:
+    """Move the four files trained into `staging` over those in `model_dir` as one set, and name
+    it in the manifest, written last and atomically: until then the old manifest names the old
+    set, so a reader sees the old set, the new one, or a mix it refuses (models_version). Model
+    files of other formats go: the folder is shipped whole to every executor."""
+    version = models_version(str(staging), quantized)
+    for criterion in CRITERIA:
+        os.replace(model_path(str(staging), criterion, quantized), model_path(model_dir, criterion, quantized))
+    partial = Path(model_dir) / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps({"format": _format(quantized), "version": version,
+                                   "files": [model_path(model_dir, c, quantized).name for c in CRITERIA]}))
+    os.replace(partial, Path(model_dir) / MANIFEST)
+    for criterion in CRITERIA:  # .ftz: fastText's compact format, written before the .npz one
+        for stale in {model_path(model_dir, criterion, not quantized), Path(model_dir) / f"{criterion}.ftz"}:
+            stale.unlink(missing_ok=True)
+    shutil.rmtree(staging)
+    return version
+
+
+def _format(quantized: bool) -> str:
+    return model_path("", "", quantized).suffix.lstrip(".")
 
 
 def expected_scores(model, texts: Sequence[str]) -> np.ndarray:

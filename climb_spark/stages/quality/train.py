@@ -5,14 +5,18 @@ is the same on every run. Metrics per criterion are top-class accuracy, macro-F1
 absolute error of the expected score against the teacher's score. They go to stdout and to an
 MLflow run, together with the model files. The models are written to `quality.model_dir`, where
 the embed stage reads them: compact `<criterion>.npz` files by default (`quality.quantize`; the
-full-size model exists only in memory), and the metrics are those of the files written.
+full-size model exists only in memory), and the metrics are those of the files written. The four
+are trained beside the published set and replace it as one (`classifiers.publish`): a run killed
+at any point leaves the old set in use, never a mix of old and new.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -125,7 +129,10 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                            "quantize": q.quantize,
                            "max_compact_drift": q.max_compact_drift,
                            "n_train": len(train), "n_holdout": len(held)})
-        paths = {c: classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA}
+        # Trained beside the published set, which stays whole until all four are ready (publish).
+        staging = Path(q.model_dir) / STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed run left
+        paths = {c: classifiers.model_path(str(staging), c, q.quantize) for c in CRITERIA}
         for c, path in paths.items():
             trained = classifiers.train(
                 [r["text"] for r in train], labels_for([r[c] for r in train], q.label_scheme, q.binary_threshold),
@@ -134,25 +141,24 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
             lr_used[c] = trained.lr
             if trained.compact_drift is not None:
                 mlflow.log_metrics({f"{c}.compact_drift": trained.compact_drift})
-            # A model of the other format left by an earlier run would be shipped to every
-            # executor with the folder: the folder holds the four files the setting names.
-            classifiers.model_path(q.model_dir, c, not q.quantize).unlink(missing_ok=True)
             mlflow.log_metrics({f"{c}.lr_used": lr_used[c], f"{c}.model_mb": path.stat().st_size / 1e6})
             if held:
                 metrics[c] = evaluate(classifiers.load_model(path, q.quantize), [r["text"] for r in held],
                                       labels_for([r[c] for r in held], q.label_scheme, q.binary_threshold),
                                       [r[c] for r in held], q.label_scheme)
                 mlflow.log_metrics({f"{c}.{k}": v for k, v in metrics[c].items()})
-        version = classifiers.models_version(q.model_dir, q.quantize)
-        mlflow.set_tag("quality_model_version", version)
+        model_bytes = sum(path.stat().st_size for path in paths.values())
         for path in paths.values():  # these four files only, whatever else is in the folder
             mlflow.log_artifact(str(path), artifact_path="quality_models")
+        version = classifiers.publish(staging, q.model_dir, q.quantize)
+        mlflow.set_tag("quality_model_version", version)
     return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id,
-                       {c: lr for c, lr in lr_used.items() if lr != q.lr},
-                       sum(path.stat().st_size for path in paths.values()))
+                       {c: lr for c, lr in lr_used.items() if lr != q.lr}, model_bytes)
 
 
 FINGERPRINT_TAG = "climb.training_fingerprint"
+# A subfolder of quality.model_dir: not shipped with the models (ship_dir takes the folder's files).
+STAGING = "_staging"
 
 
 def training_fingerprint(rows, cfg: Config, teacher: str, prompt: str) -> str:
@@ -174,7 +180,10 @@ def _trained_before(cfg: Config, experiment_id: str, fingerprint: str, teacher: 
     paths = [classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA]
     if not all(p.is_file() for p in paths):
         return None
-    version = classifiers.models_version(q.model_dir, q.quantize)
+    try:
+        version = classifiers.models_version(q.model_dir, q.quantize)
+    except PreconditionError:  # a mix of two sets: training is due
+        return None
     # Both values are hex digests made here, so the filter holds no outside text.
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id], f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' AND tags.quality_model_version = '{version}' "

@@ -92,9 +92,27 @@ def test_chunks_are_contiguous_doc_id_ranges_that_cover_every_id():
     assert embed.chunk_ranges([("00", 50), ("01", 1), ("02", 1)], 10) == [(None, "01", 50), ("01", None, 2)]
 
 
-def test_embed_killed_after_its_first_chunk_keeps_it_and_the_rerun_computes_only_the_rest(tmp_path):
-    """SIGKILL of the driver's process group (driver, JVM, Python workers) the moment doc_features
-    has its first chunk's commit: that chunk stays, whole; the re-run computes the rest only."""
+def kill_when(ready, command: str, sets: dict, output: Path) -> None:
+    """Run `climb-spark <command>` and SIGSTOP its process group (driver, JVM, Python workers) the
+    moment `ready()` holds, then SIGKILL it."""
+    with output.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "climb_spark", command, *cli_args(sets)], cwd=ROOT,
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while not ready():
+            assert proc.poll() is None, f"{command} ended before the point to kill it at: {output.read_text()[-3000:]}"
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGSTOP)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_killed_train_quality_and_embed_keep_what_they_finished_and_nothing_half_done(tmp_path):
+    """SIGKILL of the driver's process group (driver, JVM, Python workers), first of a
+    train-quality run the moment its first new model file is on disk: the published models stay
+    the old set, which embed then uses. Then of embed the moment doc_features has its first
+    chunk's commit: that chunk stays, whole; the re-run computes the rest only."""
     sets = {
         "spark.master": "local[2]",
         "spark.jars_dir": str(ROOT / ".cache" / "jars"),
@@ -117,25 +135,27 @@ def test_embed_killed_after_its_first_chunk_keeps_it_and_the_rerun_computes_only
         annotate.run(spark, cfg)
         train.run(spark, cfg)
         out["ids"] = [r.doc_id for r in spark.table("climb.documents").select("doc_id").collect()]
+        out["qversion"] = train.classifiers.models_version(cfg.quality.model_dir, cfg.quality.quantize)
     """)
     ids = sorted(prepared["ids"])
+
+    models = Path(sets["quality.model_dir"])
+
+    def published() -> dict:
+        return {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
+
+    before = published()
+    retrain = {**sets, "quality.epoch": "7"}  # other settings: a training is due
+    kill_when(lambda: (models / train.STAGING / f"{CRITERIA[0]}.bin").exists(), "train-quality", retrain,
+              tmp_path / "train.log")
+    assert published() == before  # the old set, byte for byte, still named by its manifest
+    assert json.loads(before["models.json"])["version"] == prepared["qversion"]
     chunks = embed.chunk_ranges(list(Counter(i[:embed.PREFIX] for i in ids).items()), 20)
     assert len(chunks) >= 3, chunks
 
     log = Path(sets["lakehouse.root"]) / "warehouse" / "climb.db" / "doc_features" / "_delta_log"
-    output = tmp_path / "embed.log"
-    with output.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "embed", *cli_args(sets)], cwd=ROOT,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        # Version 0 creates the table; version 1 is the first chunk's MERGE.
-        while not (log / f"{1:020d}.json").exists():
-            assert proc.poll() is None, f"embed ended before its first chunk's commit: {output.read_text()[-3000:]}"
-            time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGSTOP)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    # Version 0 creates the table; version 1 is the first chunk's MERGE.
+    kill_when(lambda: (log / f"{1:020d}.json").exists(), "embed", sets, tmp_path / "embed.log")
     # Stopped within milliseconds of the first chunk's commit, seconds before the second's could land.
     assert sorted(f.name for f in log.glob("*.json")) == [f"{0:020d}.json", f"{1:020d}.json"]
     kept = chunks[0][2]
@@ -146,13 +166,20 @@ def test_embed_killed_after_its_first_chunk_keeps_it_and_the_rerun_computes_only
             return [r.asDict() for r in spark.sql(
                 "SELECT f.doc_id, size(f.embedding) AS dim, least({', '.join(CRITERIA)}) AS lo, "
                 "greatest({', '.join(CRITERIA)}) AS hi, f.features_run_id AS run, "
-                "CAST(f.computed_at AS string) AS at, d.doc_id IS NOT NULL AS known "
+                "CAST(f.computed_at AS string) AS at, d.doc_id IS NOT NULL AS known, f.quality_model "
                 "FROM climb.doc_features f LEFT JOIN climb.documents d USING (doc_id)").collect()]
         out["killed"] = rows()
         report = embed.run(spark, cfg)
         out["report"] = report.counters()
         out["summary"] = report.summary()
         out["final"] = rows()
+        import mlflow
+        mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+        out["train_runs"] = sorted(r.info.status for r in mlflow.MlflowClient().search_runs(
+            [mlflow.get_experiment_by_name(cfg.mlflow.experiment).experiment_id], "tags.`climb.role` = 'train-quality'"))
+        from climb_spark.stages.quality import train
+        retrained = train.run(spark, cfg.replace({{"quality.epoch": 7}}))
+        out["retrained"] = [retrained.skipped, retrained.version]
     """)
     killed, final, report = out["killed"], out["final"], out["report"]
     # Exactly the first chunk's documents (the lowest `kept` doc_ids), each once and complete.
@@ -168,3 +195,10 @@ def test_embed_killed_after_its_first_chunk_keeps_it_and_the_rerun_computes_only
     before = {r["doc_id"]: (r["run"], r["at"]) for r in killed}
     assert {r["doc_id"]: (r["run"], r["at"]) for r in final if r["doc_id"] in before} == before  # kept rows untouched
     assert len({r["run"] for r in final}) == 2
+    # Scored with the set the killed training left in place; that run never finished.
+    assert {r["quality_model"] for r in final} == {prepared["qversion"]}
+    assert out["train_runs"] == ["FINISHED", "RUNNING"]
+    # Trained again, the new set replaces the old whole and the killed run's leftovers go.
+    assert out["retrained"][0] is False and out["retrained"][1] != prepared["qversion"]
+    assert json.loads(published()["models.json"])["version"] == out["retrained"][1]
+    assert not (models / train.STAGING).exists()

@@ -42,9 +42,11 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
 
     report = train.run(spark, cfg)
     assert report.n_train + report.n_holdout == 200 and 20 < report.n_holdout < 80
-    # Compact models only (quality.quantize, the default): the full ones never reach the disk.
+    # Compact models only (quality.quantize, the default): the full ones never reach the disk;
+    # the manifest names the set, and the folder holds nothing else.
     kept = sorted(p.name for p in Path(cfg.quality.model_dir).iterdir())
-    assert kept == sorted(f"{c}.npz" for c in CRITERIA)
+    assert kept == sorted([classifiers.MANIFEST] + [f"{c}.npz" for c in CRITERIA])
+    assert json.loads((Path(cfg.quality.model_dir) / classifiers.MANIFEST).read_text())["version"] == report.version
     assert report.model_bytes < 4 * 2_000_000 and "MB, version" in report.summary()
     for c in CRITERIA:
         assert classifiers.model_path(cfg.quality.model_dir, c, True).is_file()

@@ -149,3 +149,37 @@ def test_a_compaction_that_drifts_from_the_full_model_is_refused(tmp_path):
     assert not (tmp_path / "m.npz").exists()
     trained = classifiers.train(texts, labels, tmp_path / "m.npz", **kwargs)
     assert (tmp_path / "m.npz").is_file() and 0 < trained.compact_drift < 0.05
+
+
+def test_a_published_set_replaces_the_old_one_whole_and_a_mix_is_refused(tmp_path):
+    from climb_spark.errors import PreconditionError
+
+    folder = str(tmp_path / "models")
+
+    def staged(tag: str):
+        staging = tmp_path / "models" / "_staging"
+        for c in CRITERIA:
+            path = classifiers.model_path(str(staging), c, True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{tag} {c}".encode())
+        return staging
+
+    # Models of earlier runs in other formats, not part of any compact set.
+    for c in CRITERIA:
+        classifiers.model_path(folder, c, False).parent.mkdir(parents=True, exist_ok=True)
+        classifiers.model_path(folder, c, False).write_bytes(b"full")
+        (tmp_path / "models" / f"{c}.ftz").write_bytes(b"fastText's own compact format")
+    old = classifiers.publish(staged("old"), folder, True)
+    assert classifiers.models_version(folder, True) == old
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        [classifiers.MANIFEST] + [f"{c}.npz" for c in CRITERIA])
+    new = classifiers.publish(staged("new"), folder, True)
+    assert new != old and classifiers.models_version(folder, True) == new
+
+    # One file of the old set back in place, as a run killed between its moves leaves it.
+    classifiers.model_path(folder, CRITERIA[-1], True).write_bytes(f"old {CRITERIA[-1]}".encode())
+    with pytest.raises(PreconditionError, match=r"not the set train-quality published .* run `climb-spark train-quality` again"):
+        classifiers.models_version(folder, True)
+    # Models brought from elsewhere, with no manifest, are taken as they are.
+    (tmp_path / "models" / classifiers.MANIFEST).unlink()
+    assert classifiers.models_version(folder, True) not in (old, new)
