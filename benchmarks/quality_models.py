@@ -60,7 +60,7 @@ def rss_worker(model_dir: str, quantized: bool, corpus: str, n_docs: int, versio
     from climb_spark.stages.embed import stage as embed
 
     torch.set_num_threads(1)
-    if not release:
+    if not release:  # the stage's own name for it, so only embed_batches' calls are skipped
         embed.release_free_heap = lambda: None
     texts = [json.loads(line)["text"] for f in sorted(Path(corpus).glob("*.jsonl")) for line in f.open()]
     texts = (texts * -(-n_docs // len(texts)))[:n_docs]

@@ -12,7 +12,6 @@ re-run's left-anti join finds only the rest.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from climb_spark.config import Config
+from climb_spark.memory import release_free_heap
 from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import DOC_FEATURES, DOCUMENTS, Lakehouse
 from climb_spark.lakehouse.tasks import default_parallelism, ship_dir, shipped_path, task_gpu, worker_cached
@@ -99,23 +99,6 @@ def embed_batches(batches: Iterator[pd.DataFrame], f: Embedder, version: str) ->
         scores = classifiers.score_all(models, texts)
         yield pd.DataFrame({"doc_id": ids, "embedding": list(vectors), **scores})
         release_free_heap()
-
-
-@functools.cache
-def _malloc_trim():
-    import ctypes
-
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
-
-
-def release_free_heap() -> None:
-    """Give the heap's free pages back to the system. The activations torch frees after a batch
-    stay in glibc's heap, which the next batches fragment: without this a CPU worker's RSS climbed
-    batch after batch (BENCHMARKS.md, worker memory). Once per batch of documents it costs
-    nothing measurable, unlike a fixed mmap threshold, which maps and zeroes every activation anew."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from climb_spark.errors import PreconditionError
+from climb_spark.memory import release_free_heap
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
 from climb_spark.stages.quality.compact import CompactModel, share_hashing
@@ -178,6 +179,7 @@ def train(texts: Sequence[str], labels: Sequence[int], path: Path, *, epoch: int
     try:
         while True:
             try:
+                release_free_heap()  # a matrix of zeros past fastText's own init, not old bytes
                 model = fasttext.train_supervised(input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
                                                   dim=dim, bucket=bucket, minCount=1, thread=1, seed=seed,
                                                   verbose=0)

@@ -183,3 +183,23 @@ def test_a_published_set_replaces_the_old_one_whole_and_a_mix_is_refused(tmp_pat
     # Models brought from elsewhere, with no manifest, are taken as they are.
     (tmp_path / "models" / classifiers.MANIFEST).unlink()
     assert classifiers.models_version(folder, True) not in (old, new)
+
+
+def test_training_is_not_swayed_by_old_bytes_in_the_heap(tmp_path):
+    """fastText leaves most of its input matrix as malloc returns it: a freed heap block full of
+    NaN bytes, where a small matrix is then carved from, diverged to NaN (at lr 0.5 and 0.25) and
+    gave another model. The free heap is handed back first, so the matrix reads as zeros."""
+    build(CorpusConfig(output=str(tmp_path / "c"), max_docs=80, seed=4))
+    texts = [json.loads(line)["text"] for f in sorted((tmp_path / "c").glob("*.jsonl")) for line in f.open()]
+    labels = [rubric_scores(t)["quality"] for t in texts]
+    # bucket x dim x 4 bytes = 16.8 MB: under glibc's mmap threshold once it has risen, so from the heap.
+    kwargs = dict(epoch=5, lr=0.5, word_ngrams=2, dim=16, seed=1, bucket=262144)
+    models = []
+    for i in range(2):
+        block = np.empty(20 << 20, np.uint8)
+        del block  # a mapped block freed: glibc raises its mmap threshold past 20 MB
+        block = np.full(20 << 20, 0xFF, np.uint8)  # now from the heap, every float in it a NaN
+        del block
+        assert classifiers.train(texts, labels, tmp_path / f"m{i}.bin", **kwargs).lr == 0.5
+        models.append(hashlib.sha256((tmp_path / f"m{i}.bin").read_bytes()).hexdigest())
+    assert models[0] == models[1]
