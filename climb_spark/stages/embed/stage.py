@@ -23,10 +23,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from climb_spark.config import Config
-from climb_spark.memory import release_free_heap
 from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import DOC_FEATURES, DOCUMENTS, Lakehouse
 from climb_spark.lakehouse.tasks import default_parallelism, ship_dir, shipped_path, task_gpu, worker_cached
+from climb_spark.memory import release_free_heap
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Counted, Stage
 from climb_spark.stages.embed import encoder

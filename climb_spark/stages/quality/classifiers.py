@@ -89,8 +89,7 @@ def publish(staging: Path, model_dir: str, quantized: bool) -> str:
     for criterion in CRITERIA:
         os.replace(model_path(str(staging), criterion, quantized), model_path(model_dir, criterion, quantized))
     partial = Path(model_dir) / f".{MANIFEST}.partial"
-    partial.write_text(json.dumps({"format": _format(quantized), "version": version,
-                                   "files": [model_path(model_dir, c, quantized).name for c in CRITERIA]}))
+    partial.write_text(json.dumps({"format": _format(quantized), "version": version}))
     os.replace(partial, Path(model_dir) / MANIFEST)
     for criterion in CRITERIA:  # .ftz: fastText's compact format, written before the .npz one
         for stale in {model_path(model_dir, criterion, not quantized), Path(model_dir) / f"{criterion}.ftz"}:
