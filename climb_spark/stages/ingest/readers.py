@@ -315,11 +315,28 @@ def _read_jsonl(path: str, lines, opts: ReadOptions) -> Iterator[Record]:
             continue
         try:
             value = json.loads(line)
+            if ("\\ud" in line or "\\uD" in line) and _lone_surrogate(value):
+                problem = "lone UTF-16 surrogate escape in JSON (not Unicode text)"
+            else:
+                yield _from_object(path, number, offset, value, opts, line)
+                continue
         except json.JSONDecodeError as err:
-            yield Record(path, number, offset, reason=f"malformed JSON: {err.msg} at column {err.colno}",
-                         raw=_sample(line, opts))
-            continue
-        yield _from_object(path, number, offset, value, opts, line)
+            problem = f"malformed JSON: {err.msg} at column {err.colno}"
+        except RecursionError:
+            problem = "JSON nested deeper than the parser's recursion limit"
+        except ValueError as err:  # valid JSON Python will not hold: an integer of over 4,300 digits
+            problem = f"unreadable JSON: {err}"
+        yield Record(path, number, offset, reason=problem, raw=_sample(line, opts))
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether json.loads made an unpaired surrogate of a \\uD800-\\uDFFF escape: a str that no
+    UTF-8 writer (the doc_id's hash, Arrow, parquet) accepts. A pair is one character and fine."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _from_object(path: str, number: int, offset: int | None, value: Any, opts: ReadOptions,
@@ -448,12 +465,47 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> It
     groups = [split.start] if pf.metadata.num_row_groups else []
     try:
         for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
-            for value in batch.to_pylist():
+            for value in _parquet_rows(batch):
                 row += 1
+                if isinstance(value, _BadRow):
+                    yield Record(path, row, None, reason=value.reason, raw=_sample(value.raw, opts))
+                    continue
                 raw = json.dumps(value, ensure_ascii=False, default=str)
                 yield _from_object(path, row, None, value, opts, raw)
     except Exception as err:
         yield Record(path, row + 1, None, reason=f"corrupt parquet after row {row}: {err}")
+
+
+@dataclass(frozen=True)
+class _BadRow:
+    reason: str
+    raw: str
+
+
+def _parquet_rows(batch) -> list:
+    """A batch's rows as dicts; a row holding a string that is not UTF-8 (writers do not all check)
+    as a _BadRow, so it costs only itself, not the rows of its batch."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        return [_parquet_row(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _parquet_row(one) -> dict | _BadRow:
+    import pyarrow as pa
+
+    try:
+        return one.to_pylist()[0]
+    except UnicodeDecodeError as err:
+        as_bytes = [c.cast(pa.binary()) if pa.types.is_string(c.type) else
+                    c.cast(pa.large_binary()) if pa.types.is_large_string(c.type) else c for c in one.columns]
+        try:
+            row = pa.RecordBatch.from_arrays(as_bytes, names=one.schema.names).to_pylist()[0]
+            raw = json.dumps({k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in row.items()},
+                             ensure_ascii=False, default=str)
+        except Exception:  # a bad string nested in a struct or list: no sample
+            raw = ""
+        return _BadRow(f"invalid UTF-8 in a string column at byte {err.start}", raw)
 
 
 def _file_reject(path: str, reason: str, content: bytes, opts: ReadOptions) -> Record:

@@ -78,6 +78,23 @@ def test_jsonl_every_line_is_a_record_or_a_reject_with_reason():
     assert recs[1].offset == len(lines[0]) + 1
 
 
+def test_json_python_cannot_hold_or_write_is_a_reject_not_a_crash():
+    """json.loads accepts a lone "\\ud800" (a str no UTF-8 writer takes) and raises other than
+    JSONDecodeError on deep nesting and on huge integers: each is a reject of its own line."""
+    lines = [r'{"text": "half \ud83d of an emoji"}', r'{"text": "fine", "title": "bad \uDC00"}',
+             r'{"text": "whole \ud83d\ude00 emoji"}', r'{"text": "\\ud800 is a backslash and text"}',
+             '{"text": "deep", "m": ' + "[" * 100_000 + "]" * 100_000 + "}",
+             '{"text": "big", "n": 1' + "0" * 5000 + "}"]
+    recs = read("/d/s.jsonl", ("\n".join(lines) + "\n").encode())
+    assert [r.reason for r in recs] == ["lone UTF-16 surrogate escape in JSON (not Unicode text)"] * 2 + [None, None] + [
+        "JSON nested deeper than the parser's recursion limit",
+        "unreadable JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5001 digits;"
+        " use sys.set_int_max_str_digits() to increase the limit"]
+    assert recs[0].raw == lines[0] and recs[4].raw == lines[4][:1000]
+    assert recs[2].text == "whole \U0001f600 emoji" and recs[3].text == "\\ud800 is a backslash and text"
+    assert all(r.doc_id for r in recs[2:4])
+
+
 def test_configurable_text_and_source_fields():
     content = json.dumps({"content": "Hello there.", "origin": "forum"}).encode()
     (rec,) = read("x.jsonl", content, text_field="content", source_field="origin")
@@ -122,6 +139,16 @@ def test_parquet_rows_and_file_level_problems():
     assert nocol.reason == "no column 'text' in parquet (columns: body)"
     (corrupt,) = read("p.parquet", b"PAR1 this is not parquet")
     assert corrupt.reason.startswith("unreadable parquet")
+
+
+def test_a_parquet_string_that_is_not_utf8_costs_its_row_only():
+    """Parquet writers do not all validate UTF-8: the bad row is a reject, its batch's others are read."""
+    raw = pa.array([b"before", b"bad \xff byte", b"after"], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), 3, raw.buffers())  # no validation, as such writers do
+    recs = read("p.parquet", _parquet(pa.table({"text": text, "n": [1, 2, 3]})))
+    assert [(r.line, r.text, r.reason) for r in recs] == [
+        (1, "before", None), (2, None, "invalid UTF-8 in a string column at byte 4"), (3, "after", None)]
+    assert json.loads(recs[1].raw) == {"text": "bad \ufffd byte", "n": 2}
 
 
 @pytest.mark.parametrize("name, kind", [("a.jsonl", "jsonl"), ("a.JSON.gz", "jsonl"), ("a.txt.gz", "text"),

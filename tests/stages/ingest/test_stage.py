@@ -127,6 +127,8 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
         {"text": "fine", "source": 7}]) + "\n")
     (folder / "intl.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in [
         "数据混合的聚类方法", "تنقية البيانات على نطاق واسع", "Größenordnung und Qualität 🚀"]) + "\n")
+    (folder / "pyjson.jsonl").write_text('{"text": "half \\ud83d"}\n{"text": "ok", "k": "\\udfff"}\n'
+                                         + "[" * 100_000 + "]" * 100_000 + '\n{"n": 1' + "0" * 5000 + "}\n")
     (folder / "noise.jsonl").write_bytes(bytes(rnd.getrandbits(8) for _ in range(4000)))
     (folder / "blob.bin").write_bytes(bytes(rnd.getrandbits(8) for _ in range(1000)))
     (folder / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
@@ -149,6 +151,8 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
     assert {"text field 'text' is a number, not a string", "no text field 'text'",
             "JSON value is an array, not an object"} <= reasons["types.jsonl"]
     assert reasons["blob.bin"] == {"unsupported file type"}
+    assert reasons["pyjson.jsonl"] == {"lone UTF-16 surrogate escape in JSON (not Unicode text)",
+                                       "JSON nested deeper than the parser's recursion limit", "unreadable JSON"}
     assert reasons["blank.txt"] == {"empty or whitespace-only text"}
     assert reasons["big.jsonl"] == {"record of 50,000,013 bytes is longer than ingest.max_doc_chars=1,000,000 allows"}
     assert any(r.startswith("truncated or corrupt gzip") for r in reasons["cut.jsonl.gz"])
@@ -160,6 +164,7 @@ def test_fuzzed_corpus_is_fully_accounted(spark, cfg):
             key = r["file"].rsplit("/", 1)[1]
             per_file[key] = per_file.get(key, 0) + r["count"]
     assert per_file["types.jsonl"] == 8 and per_file["intl.jsonl"] == 3 and per_file["big.jsonl"] == 2
+    assert per_file["pyjson.jsonl"] == 4
 
 
 def test_a_symlink_loop_and_a_second_name_are_read_once(spark, cfg):
