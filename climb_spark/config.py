@@ -53,6 +53,9 @@ class SparkConfig:
     # The local driver JVM's class-data archive, written by `climb-spark resolve-jars`
     # (lakehouse/class_archive.py); unset, or not written yet, the JVM starts without one.
     class_archive: str | None = None
+    # More options for the driver JVM climb-spark starts, after its own (a JIT for short jobs, a
+    # heap dump on OOM); spark.conf's spark.driver.extraJavaOptions would replace climb-spark's.
+    driver_java_options: list[str] = field(default_factory=list)
 
 
 # Paths written `{root}/...` are under lakehouse.root: moving a lakehouse is one key. Every one
@@ -507,6 +510,9 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.quality.word_ngrams > 1 and cfg.quality.bucket < 1:
         raise ConfigError("quality.bucket: must be at least 1 when quality.word_ngrams > 1 (fastText hashes "
                           f"n-grams into it), got {cfg.quality.bucket}")
+    for opt in cfg.spark.driver_java_options:  # joined by spaces into spark.driver.extraJavaOptions
+        if not opt.startswith("-") or any(ch.isspace() for ch in opt):
+            raise ConfigError(f"spark.driver_java_options: {opt!r} is not one JVM option (a word starting with -)")
     if cfg.search.strength_max < cfg.search.strength_min:
         raise ConfigError("search.strength_max: must not be below search.strength_min")
     if cfg.maintain.retain_hours < MIN_RETAIN_HOURS and not cfg.maintain.allow_short_retention:

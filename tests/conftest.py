@@ -13,7 +13,8 @@ from climb_spark.config import Config, load
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI's second pass runs the pipeline test on pyspark 4.0 (.ci/spark40), whose Delta jar differs.
-PROFILES = ["conf/local.yaml"] + (["conf/spark40.yaml"] if pyspark.__version__.startswith("4.0.") else [])
+PROFILES = (["conf/local.yaml"] + (["conf/spark40.yaml"] if pyspark.__version__.startswith("4.0.") else [])
+            + ["tests/short_jobs.yaml"])
 JARS_DIR = str(ROOT / load([ROOT / p for p in PROFILES]).spark.jars_dir)
 
 # A scaled-down search: 4/2/2 proxies of a tiny GPT, two seeds per method in the comparison.

@@ -14,7 +14,7 @@ import yaml
 from climb_spark.config import load
 from climb_spark.lakehouse import orphans
 
-from tests.conftest import climb, query
+from tests.conftest import PROFILES, climb, query
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_version_resolved_config_and_stage_help():
     assert shown.returncode == 0, shown.stderr
     resolved = yaml.safe_load(shown.stdout)
     assert resolved["cluster"]["k"] == 12
-    assert resolved == dataclasses.asdict(load(["conf/local.yaml"], ["cluster.k=12"]))
+    assert resolved == dataclasses.asdict(load(PROFILES, ["cluster.k=12"]))
     helped = climb("prune", {}, "--help")
     assert "reads:  centroids, doc_clusters, doc_features, documents" in helped.stdout
     assert "writes: cluster_stats, super_clusters" in helped.stdout and "prune.rule (paper)" in helped.stdout

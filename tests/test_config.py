@@ -44,6 +44,8 @@ def test_every_shipped_profile_is_valid(profile):
     ("cluster.k=0", "cluster.k: must be at least 1, got 0"),
     ("export.shards=0", "export.shards: must be at least 1, got 0"),
     ("embed.batch_size=0", "embed.batch_size: must be at least 1, got 0"),
+    ("spark.driver_java_options=[-Xss4m, Xmx2g]",
+     "spark.driver_java_options: 'Xmx2g' is not one JVM option (a word starting with -)"),
     ("embed.chunk_docs=0", "embed.chunk_docs: must be at least 1, got 0"),
     ("annotate.timeout_s=-1", "annotate.timeout_s: must be positive, got -1.0"),
     ("quality.holdout_fraction=1", "quality.holdout_fraction: must be in [0, 1), got 1.0"),

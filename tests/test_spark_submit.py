@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, SEARCH, query
+from tests.conftest import PROFILES, ROOT, SEARCH, query
 from tests.standalone_cluster import StandaloneCluster, failed_tasks, free_port, spark_env, spark_jobs, stop
 
 
@@ -28,7 +28,8 @@ def submit_argv(sets: dict, master: str, wheel: str) -> list[str]:
     """The command `climb-spark submit-command` prints, as a shell would split it."""
     sets_args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     done = subprocess.run([sys.executable, "-m", "climb_spark", "submit-command", "pipeline",
-                           "--conf", str(ROOT / "conf" / "local.yaml"), "--master", master, "--py-files", wheel,
+                           *[a for p in PROFILES for a in ("--conf", str(ROOT / p))], "--master", master,
+                           "--py-files", wheel,
                            "--python", sys.executable, "--jobs-dir", str(ROOT / "jobs"), *sets_args],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

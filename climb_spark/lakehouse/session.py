@@ -47,7 +47,7 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
                 f"jdbc:derby:;databaseName={root_path / 'metastore_db'};create=true",
         })
         java_opts.append(f"-Dderby.system.home={root_path}")
-    conf["spark.driver.extraJavaOptions"] = " ".join(java_opts)
+    conf["spark.driver.extraJavaOptions"] = " ".join([*java_opts, *cfg.spark.driver_java_options])
     conf.update(cfg.spark.conf)
     return conf
 

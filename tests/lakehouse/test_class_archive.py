@@ -26,6 +26,12 @@ def test_the_options_use_an_archive_only_once_it_exists(tmp_path):
     assert f"-XX:SharedArchiveFile={path}" in spark_conf(cfg)["spark.driver.extraJavaOptions"].split()
 
 
+def test_a_profiles_driver_java_options_come_after_climb_sparks_own(tmp_path):
+    cfg = local_config(tmp_path, **{"spark.driver_java_options": ["-XX:TieredStopAtLevel=1", "-Xss4m"]})
+    opts = spark_conf(cfg)["spark.driver.extraJavaOptions"].split()
+    assert opts[-2:] == ["-XX:TieredStopAtLevel=1", "-Xss4m"] and opts[0].startswith("-Dlog4j.configurationFile=")
+
+
 def test_a_written_archive_serves_sparks_classes_and_a_stale_one_is_ignored_quietly(tmp_path):
     archive = tmp_path / "driver.jsa"
     size = class_archive.write([str(ROOT / p) for p in PROFILES], [f"spark.jars_dir={JARS_DIR}"], str(archive))
