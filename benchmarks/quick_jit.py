@@ -6,7 +6,8 @@ Short job: a fresh `climb-spark ingest` process re-reading 150 documents already
 lakehouse (a no-op: every stage's re-run, and most test processes, look like this), timed from
 process start to exit. Long job: a fresh ingest of `--long-docs` distinct documents into an empty
 lakehouse, where compiled code, not warm-up, should dominate. The variants alternate, so a busy
-moment of the machine costs both alike. tests/short_jobs.yaml holds the options measured here.
+moment of the machine costs both alike. The quick variant adds the test suite's own profile,
+tests/short_jobs.yaml, so what is measured here is what the tests run with.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = "[-XX:TieredStopAtLevel=1, -XX:ReservedCodeCacheSize=256m]"
 WORDS = ("data mixture cluster quality model token proxy search corpus shard delta table spark "
          "embedding score prune merge export weight budget sample").split()
 
@@ -36,12 +36,10 @@ def write_docs(folder: Path, n: int, seed: int) -> None:
             f.write(json.dumps({"text": f"{i} {text}", "source": f"s{i % 7}"}) + "\n")
 
 
-def ingest(lake: Path, docs: Path, jit: str | None) -> float:
+def ingest(lake: Path, docs: Path, profiles: list[str]) -> float:
     sets = [f"lakehouse.root={lake}", f"ingest.input={docs}", "spark.master=local[2]"]
-    if jit:
-        sets.append(f"spark.driver_java_options={jit}")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "climb_spark", "ingest", "--conf", "conf/local.yaml",
+    subprocess.run([sys.executable, "-m", "climb_spark", "ingest", *[a for p in profiles for a in ("--conf", p)],
                     *[a for s in sets for a in ("--set", s)]], cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - started
 
@@ -51,21 +49,21 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--long-docs", type=int, default=100_000)
     args = ap.parse_args()
-    variants = {"default": None, "quick": QUICK}
+    variants = {"default": ["conf/local.yaml"], "quick": ["conf/local.yaml", "tests/short_jobs.yaml"]}
     with tempfile.TemporaryDirectory(prefix="climb-jit-") as tmp:
         work = Path(tmp)
         write_docs(work / "short", 150, 1)
         write_docs(work / "long", args.long_docs, 2)
-        ingest(work / "lake_short", work / "short", None)  # the documents the re-runs find; not timed
+        ingest(work / "lake_short", work / "short", variants["default"])  # the documents the re-runs find; not timed
         short: dict[str, list[float]] = {k: [] for k in variants}
         long: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.reps):
-            for name, jit in variants.items():
-                short[name].append(ingest(work / "lake_short", work / "short", jit))
+            for name, profiles in variants.items():
+                short[name].append(ingest(work / "lake_short", work / "short", profiles))
         for _ in range(max(1, args.reps - 1)):
-            for name, jit in variants.items():
+            for name, profiles in variants.items():
                 shutil.rmtree(work / "lake_long", ignore_errors=True)
-                long[name].append(ingest(work / "lake_long", work / "long", jit))
+                long[name].append(ingest(work / "lake_long", work / "long", profiles))
     for title, times in (("short job (no-op ingest of 150 docs)", short),
                          (f"long job (ingest of {args.long_docs:,} docs)", long)):
         med = {k: statistics.median(v) for k, v in times.items()}
