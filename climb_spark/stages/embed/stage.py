@@ -78,7 +78,7 @@ def _encoder(f: Embedder):
 
 def _classifiers(model_dir: str, quantized: bool, version: str) -> dict:
     return worker_cached("classifiers", (model_dir, quantized, version),
-                         lambda: classifiers.load_models(shipped_path(model_dir), quantized))
+                         lambda: classifiers.load_models(shipped_path(model_dir), quantized, version))
 
 
 def score(batches: Iterator[pd.DataFrame], model_dir: str, quantized: bool, version: str) -> Iterator[pd.DataFrame]:
@@ -213,17 +213,18 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedRep
         # Only when there is work: on a cluster this packs and ships the models.
         f = dataclasses.replace(f, quality_dir=ship_dir(spark, f.quality_dir, f"quality-{qversion}"))
         cores, done = default_parallelism(spark), 0
-        for i, (lo, hi, n) in enumerate(chunks, 1):
-            # The chunk's own left-anti join: exactly its documents still missing, even if another
-            # run committed some of them meanwhile (the insert-only MERGE skips those too).
-            rows = _features(pending(lo, hi, "text"), n, f, qversion, run_id, cfg, cores)
-            merge_insert_only(spark, table, rows, DOC_FEATURES.key)
-            committed, total = total, spark.table(table).count()
-            done += n
-            rate = done / max(time.monotonic() - started, 1e-9)
-            print(f"embed {run_id}: chunk {i} of {len(chunks)} committed, {total - committed:,} rows "
-                  f"({done:,} of {n_pending:,} documents, {rate:,.1f} docs/s), doc_features now {total:,}",
-                  flush=True)
+        with classifiers.changed_models_named():
+            for i, (lo, hi, n) in enumerate(chunks, 1):
+                # The chunk's own left-anti join: exactly its documents still missing, even if another
+                # run committed some of them meanwhile (the insert-only MERGE skips those too).
+                rows = _features(pending(lo, hi, "text"), n, f, qversion, run_id, cfg, cores)
+                merge_insert_only(spark, table, rows, DOC_FEATURES.key)
+                committed, total = total, spark.table(table).count()
+                done += n
+                rate = done / max(time.monotonic() - started, 1e-9)
+                print(f"embed {run_id}: chunk {i} of {len(chunks)} committed, {total - committed:,} rows "
+                      f"({done:,} of {n_pending:,} documents, {rate:,.1f} docs/s), doc_features now {total:,}",
+                      flush=True)
     return EmbedReport(run_id, n_pending, total - before, total, f"{f.model.name}=={f.model.version}",
                        qversion, f.dim, time.monotonic() - started, len(chunks))
 

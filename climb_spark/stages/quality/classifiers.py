@@ -6,13 +6,14 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from climb_spark.errors import PreconditionError
+from climb_spark.errors import ClimbError, PreconditionError
 from climb_spark.memory import release_free_heap
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
@@ -44,16 +45,41 @@ def load_model(path: Path, quantized: bool):
     return CompactModel.load(path) if quantized else fasttext.load_model(str(path))
 
 
-def load_models(model_dir: str, quantized: bool) -> dict:
+def load_models(model_dir: str, quantized: bool, version: str | None = None) -> dict:
+    """The four models; with `version`, only if the files still are that set once loaded. A job
+    names its scores by the version it read at its start, and a task loading later (a new worker)
+    would otherwise score with whatever train-quality has published since, under the old name."""
     models = {}
     for criterion in CRITERIA:
         path = model_path(model_dir, criterion, quantized)
         if not path.is_file():
             raise FileNotFoundError(f"no quality model for {criterion}: {path} (quality.quantize={quantized})")
         models[criterion] = load_model(path, quantized)
+    if version is not None and (found := files_version(model_dir, quantized)) != version:
+        raise PreconditionError(f"{CHANGED}: version {version} at the job's start, {found} when a task loaded "
+                                "them; what was committed before stands, run the job again")
     if quantized:
         share_hashing(list(models.values()))
     return models
+
+
+# The start of the error a task raises when the models changed under a running job.
+CHANGED = "the quality models changed while this job ran"
+
+
+@contextmanager
+def changed_models_named():
+    """A task's error reaches the driver as Spark's, a Python traceback inside a Java one; a
+    change of the models under a job is the user's to act on, so it becomes one line."""
+    try:
+        yield
+    except ClimbError:
+        raise
+    except Exception as err:
+        found = re.search(re.escape(CHANGED) + r"[^\n]*", str(err))
+        if found is None:
+            raise
+        raise PreconditionError(found.group(0)) from None
 
 
 # Names the set of four files train-quality published last, by their version.
@@ -65,10 +91,7 @@ def models_version(model_dir: str, quantized: bool) -> str:
     train-quality published the folder, the files must be the set its manifest names: a mix (a
     run killed while it moved its files in, a file copied over by hand) is refused, not scored
     with. A folder without a manifest (models brought from elsewhere) is taken as it is."""
-    digest = hashlib.sha256()
-    for criterion in CRITERIA:
-        digest.update(model_path(model_dir, criterion, quantized).read_bytes())
-    version = digest.hexdigest()[:12]
+    version = files_version(model_dir, quantized)
     manifest = Path(model_dir) / MANIFEST
     if manifest.is_file():
         published = json.loads(manifest.read_text())
@@ -78,6 +101,14 @@ def models_version(model_dir: str, quantized: bool) -> str:
                 f"{MANIFEST} {published['version']}): a train-quality run stopped while replacing them, or a "
                 "file was changed; run `climb-spark train-quality` again")
     return version
+
+
+def files_version(model_dir: str, quantized: bool) -> str:
+    """A short content hash of the four model files."""
+    digest = hashlib.sha256()
+    for criterion in CRITERIA:
+        digest.update(model_path(model_dir, criterion, quantized).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def publish(staging: Path, model_dir: str, quantized: bool) -> str:

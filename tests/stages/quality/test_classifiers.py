@@ -4,12 +4,14 @@ promotional or garbled text from clean expository text, and compact models that 
 full ones."""
 import hashlib
 import json
+import shutil
 
 import fasttext
 import numpy as np
 import pytest
 
 from climb_spark.corpus import CorpusConfig, build
+from climb_spark.errors import PreconditionError
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.quality import classifiers, compact
 from climb_spark.stages.quality.heuristic_teacher import rubric_scores
@@ -152,8 +154,6 @@ def test_a_compaction_that_drifts_from_the_full_model_is_refused(tmp_path):
 
 
 def test_a_published_set_replaces_the_old_one_whole_and_a_mix_is_refused(tmp_path):
-    from climb_spark.errors import PreconditionError
-
     folder = str(tmp_path / "models")
 
     def staged(tag: str):
@@ -203,3 +203,37 @@ def test_training_is_not_swayed_by_old_bytes_in_the_heap(tmp_path):
         assert classifiers.train(texts, labels, tmp_path / f"m{i}.bin", **kwargs).lr == 0.5
         models.append(hashlib.sha256((tmp_path / f"m{i}.bin").read_bytes()).hexdigest())
     assert models[0] == models[1]
+
+
+def changed_under_a_job(trained, tmp_path) -> tuple[str, str]:
+    """A copy of the trained set, the version a job read at its start, then the first file of
+    a new set moved in, as train-quality publishing meanwhile leaves the folder."""
+    folder = str(tmp_path / "published")
+    shutil.copytree(trained, folder)
+    started = classifiers.models_version(folder, False)
+    assert classifiers.load_models(folder, False, started).keys() == set(CRITERIA)  # unchanged: loaded
+    shutil.copy(classifiers.model_path(trained, "quality", False), classifiers.model_path(folder, CRITERIA[1], False))
+    return folder, started
+
+
+def test_models_changed_under_a_job_are_refused_by_the_task_that_loads_them(trained, tmp_path):
+    folder, started = changed_under_a_job(trained, tmp_path)
+    with pytest.raises(PreconditionError, match=rf"^{classifiers.CHANGED}: version {started} at the job's start, "
+                                                r"\w{12} when a task loaded them; .* run the job again$"):
+        classifiers.load_models(folder, False, started)
+    assert classifiers.load_models(folder, False).keys() == set(CRITERIA)  # no version asked: what is there
+
+
+def test_a_task_finding_the_models_changed_fails_its_spark_job_with_one_line(spark, trained, tmp_path):
+    from climb_spark.stages.embed import stage as embed
+
+    folder, started = changed_under_a_job(trained, tmp_path)
+    docs = spark.createDataFrame([("d1", CLEAN), ("d2", PROMO)], "doc_id string, text string").repartition(2)
+    scored = docs.mapInPandas(lambda it: embed.score(it, folder, False, started),
+                              schema=", ".join(["doc_id string"] + [f"{c} double" for c in CRITERIA]))
+    with pytest.raises(PreconditionError) as refused, classifiers.changed_models_named():
+        scored.collect()
+    message = str(refused.value)
+    assert message.startswith(f"{classifiers.CHANGED}: version {started} ") and "\n" not in message
+    with pytest.raises(ZeroDivisionError), classifiers.changed_models_named():  # anything else: as it was
+        1 / 0
