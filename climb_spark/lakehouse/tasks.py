@@ -2,6 +2,7 @@
 the one per-worker cache every UDF that holds a model or an index goes through."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
 from pyspark.sql import SparkSession
@@ -41,14 +42,13 @@ def task_gpu() -> str | None:
 SHIPPED = "sparkfiles:"
 
 
-def ship_dir(spark: SparkSession, path: str, name: str) -> str:
+def ship_dir(spark: SparkSession, path: str, name: str, check: Callable[[], None] | None = None) -> str:
     """A driver-local folder as a task will find it: the path itself under a local master, else a
     reference to a copy shipped as an archive (executors need not see the driver's disk).
-    `name` must change whenever the contents do: Spark never overwrites what it has shipped."""
+    `name` must change whenever the contents do: Spark never overwrites what it has shipped.
+    `check` raises if the folder is no longer what `name` says, run once it is packed."""
     import os
-    import tarfile
     import tempfile
-    from pathlib import Path
 
     sc = spark.sparkContext
     if sc.master.startswith("local"):
@@ -56,16 +56,31 @@ def ship_dir(spark: SparkSession, path: str, name: str) -> str:
     # Keyed by contents alone, so later applications reuse it rather than pile up copies.
     archive = Path(tempfile.gettempdir()) / f"climb-spark-{os.getuid()}" / f"{name}.tar"
     if not archive.exists():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        partial = archive.with_suffix(f".{os.getpid()}.partial")
-        # Uncompressed: model files barely shrink, and executors unpack it once per application.
+        pack(path, archive, check)
+    sc.addArchive(str(archive))
+    return SHIPPED + archive.name
+
+
+def pack(path: str, archive: Path, check: Callable[[], None] | None = None) -> None:
+    """The folder's files into an uncompressed tar at `archive` (model files barely shrink, and
+    executors unpack it once per application). The archive takes its name only after `check`
+    passed on what was packed: a folder changed meanwhile is never cached under its old name."""
+    import os
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_suffix(f".{os.getpid()}.partial")
+    try:
         with tarfile.open(partial, "w") as tar:
             for source in sorted(Path(path).iterdir()):
                 if source.is_file():
                     tar.add(source, arcname=source.name)
-        partial.rename(archive)
-    sc.addArchive(str(archive))
-    return SHIPPED + archive.name
+        if check is not None:
+            check()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.rename(archive)
 
 
 def shipped_path(ref: str) -> str:

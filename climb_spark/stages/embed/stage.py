@@ -211,7 +211,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedRep
     before = total = spark.table(table).count()
     if chunks:
         # Only when there is work: on a cluster this packs and ships the models.
-        f = dataclasses.replace(f, quality_dir=ship_dir(spark, f.quality_dir, f"quality-{qversion}"))
+        folder, quantized = f.quality_dir, f.quality_quantized
+        f = dataclasses.replace(f, quality_dir=ship_dir(
+            spark, folder, f"quality-{qversion}", check=lambda: classifiers.check_unchanged(
+                folder, quantized, qversion, "when they were packed for the executors")))
         cores, done = default_parallelism(spark), 0
         with classifiers.changed_models_named():
             for i, (lo, hi, n) in enumerate(chunks, 1):

@@ -55,16 +55,23 @@ def load_models(model_dir: str, quantized: bool, version: str | None = None) -> 
         if not path.is_file():
             raise FileNotFoundError(f"no quality model for {criterion}: {path} (quality.quantize={quantized})")
         models[criterion] = load_model(path, quantized)
-    if version is not None and (found := files_version(model_dir, quantized)) != version:
-        raise PreconditionError(f"{CHANGED}: version {version} at the job's start, {found} when a task loaded "
-                                "them; what was committed before stands, run the job again")
+    if version is not None:
+        check_unchanged(model_dir, quantized, version, "when a task loaded them")
     if quantized:
         share_hashing(list(models.values()))
     return models
 
 
-# The start of the error a task raises when the models changed under a running job.
+# The start of the error raised when the models changed under a running job.
 CHANGED = "the quality models changed while this job ran"
+
+
+def check_unchanged(model_dir: str, quantized: bool, version: str, when: str) -> None:
+    """Refuse the files in `model_dir` unless they are still the set `version` named."""
+    found = files_version(model_dir, quantized)
+    if found != version:
+        raise PreconditionError(f"{CHANGED}: version {version} at the job's start, {found} {when}; "
+                                "what was committed before stands, run the job again")
 
 
 @contextmanager

@@ -5,6 +5,8 @@ full ones."""
 import hashlib
 import json
 import shutil
+import tarfile
+from pathlib import Path
 
 import fasttext
 import numpy as np
@@ -237,3 +239,20 @@ def test_a_task_finding_the_models_changed_fails_its_spark_job_with_one_line(spa
     assert message.startswith(f"{classifiers.CHANGED}: version {started} ") and "\n" not in message
     with pytest.raises(ZeroDivisionError), classifiers.changed_models_named():  # anything else: as it was
         1 / 0
+
+
+def test_models_changed_before_they_are_packed_for_executors_are_never_cached(trained, tmp_path):
+    """On a cluster the set is packed once into an archive named by its version and reused by
+    later jobs: one packed after a publish must not take the old version's name."""
+    from climb_spark.lakehouse.tasks import pack
+
+    folder, started = changed_under_a_job(trained, tmp_path)
+    archive = tmp_path / "shipped" / f"quality-{started}.tar"
+    with pytest.raises(PreconditionError, match=rf"^{classifiers.CHANGED}: .* when they were packed"):
+        pack(folder, archive, lambda: classifiers.check_unchanged(folder, False, started, "when they were packed"))
+    assert list(archive.parent.iterdir()) == []  # neither the archive nor its partial
+    now = classifiers.models_version(folder, False)
+    pack(folder, archive.with_name(f"quality-{now}.tar"),
+         lambda: classifiers.check_unchanged(folder, False, now, "when they were packed"))
+    with tarfile.open(archive.with_name(f"quality-{now}.tar")) as tar:
+        assert sorted(tar.getnames()) == sorted(p.name for p in Path(folder).iterdir())
