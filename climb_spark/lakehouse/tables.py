@@ -103,6 +103,14 @@ class Lakehouse:
         # Identifiers are validated in config; backticks keep reserved words usable.
         return f"{self.schema_name}.`{spec.name}`"
 
+    def qualified_name(self, spark: SparkSession, spec: TableSpec) -> str:
+        """The name with its catalog. MLflow reads a two-part name as catalog.table and asks
+        Databricks' Unity Catalog about it (a warning per table, and a false
+        `is_databricks_uc_table` in the run's dataset inputs)."""
+        if self.cfg.catalog:
+            return self.name(spec)
+        return f"`{spark.catalog.currentCatalog()}`.{self.name(spec)}"
+
     def exists_on_disk(self, spark_cfg: SparkConfig, spec: TableSpec) -> bool | None:
         """Whether a table of the local catalog exists, read off its folder without a JVM; None
         where only the catalog can say (a metastore, Unity Catalog, Glue)."""

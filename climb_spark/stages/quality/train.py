@@ -119,7 +119,8 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         return done
     metrics: dict[str, dict[str, float]] = {}
     lr_used: dict[str, float] = {}
-    read = {name: table_version(spark, name) for name in (lake.name(ANNOTATIONS), lake.name(DOCUMENTS))}
+    read = {lake.qualified_name(spark, spec): table_version(spark, lake.name(spec))
+            for spec in (ANNOTATIONS, DOCUMENTS)}
     with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality",
                           tags={"climb.role": "train-quality", FINGERPRINT_TAG: fingerprint}) as active:
         mlflow.MlflowClient().log_inputs(active.info.run_id, datasets=tracking.dataset_inputs(read, "training"))

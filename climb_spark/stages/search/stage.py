@@ -132,7 +132,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
 
 def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
     """The tables a search reads (through its token pool and lineage checks), at their versions."""
-    return {lake.name(spec): table_version(spark, lake.name(spec))
+    return {lake.qualified_name(spark, spec): table_version(spark, lake.name(spec))
             for spec in (DOCUMENTS, DOC_FEATURES, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS)}
 
 

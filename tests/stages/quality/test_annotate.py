@@ -64,6 +64,11 @@ def test_heuristic_annotate_then_train_logs_to_mlflow(spark, cfg, tmp_path):
     lake = Lakehouse(cfg.lakehouse)
     assert {d.dataset.name: json.loads(d.dataset.source)["delta_table_version"] for d in run.inputs.dataset_inputs} \
         == {"annotations": table_version(spark, lake.name(ANNOTATIONS)), "documents": table_version(spark, lake.name(DOCUMENTS))}
+    sources = [json.loads(d.dataset.source) for d in run.inputs.dataset_inputs]
+    # With their catalog: a two-part name is taken by MLflow for a Unity Catalog table and looked up.
+    assert sorted(s["delta_table_name"] for s in sources) == [f"spark_catalog.{cfg.lakehouse.schema}.annotations",
+                                                            f"spark_catalog.{cfg.lakehouse.schema}.documents"]
+    assert not any("is_databricks_uc_table" in s for s in sources)
     assert run.data.tags["climb.role"] == "train-quality" and run.data.tags["mlflow.user"]
 
     # The same rows and settings with those files in place: nothing trained, no new run.
