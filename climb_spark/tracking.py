@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -107,7 +108,11 @@ def dataset_inputs(tables: dict[str, int], context: str) -> list:
     for quoted, version in tables.items():
         name = quoted.replace("`", "")  # as SQL users write it: catalog.schema.table
         source = DeltaDatasetSource(delta_table_name=name, delta_table_version=version)
-        out.append(DatasetInput(MetaDataset(source, name=name.rsplit(".", 1)[-1], digest=f"v{version}")
+        # MLflow keeps one dataset per (name, digest) in an experiment and hands the first one
+        # logged to every later run: the digest names the table, not only its version, or two
+        # lakehouses' `documents` at the same version would share one source.
+        digest = f"v{version}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        out.append(DatasetInput(MetaDataset(source, name=name.rsplit(".", 1)[-1], digest=digest)
                                 ._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     return out
 
