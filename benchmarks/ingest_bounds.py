@@ -66,7 +66,6 @@ def run(cfg, shards: Path, lake: Path, n: int) -> None:
     from climb_spark.lakehouse.session import build_session
     from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
     from climb_spark.stages.ingest import stage as ingest
-    from climb_spark.stages.ingest.readers import ReadOptions
 
     # The floor is the best of four runs, two before Spark starts and two after it stops.
     first, lines = sorted(shards.glob("*.jsonl"))[0], min(n, FLOOR_LINES)
@@ -90,8 +89,7 @@ def run(cfg, shards: Path, lake: Path, n: int) -> None:
     timed("catalog", lambda: [lakehouse.ensure(spark, spec) for spec in (DOCUMENTS, DUPLICATES, REJECTS)])
     timed("ingest", lambda: print(ingest.run(spark, cfg).summary().splitlines()[0], flush=True))
 
-    i = cfg.ingest
-    opts = ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
+    i, opts = cfg.ingest, ingest.read_options(cfg)
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
         splits = ingest.plan_splits(spark, i.input, opts, i.split_bytes)[0]
         timed("py-parse", lambda: discard(splits.mapInArrow(lambda it: ingest.parse_splits(it, opts),

@@ -10,6 +10,7 @@ from pyspark.sql import types as T
 
 from climb_spark.config import LakehouseConfig, SparkConfig, is_local_path
 from climb_spark.errors import PreconditionError
+from climb_spark.lakehouse.delta import table_version
 from climb_spark.rubric import CRITERIA
 
 
@@ -103,13 +104,12 @@ class Lakehouse:
         # Identifiers are validated in config; backticks keep reserved words usable.
         return f"{self.schema_name}.`{spec.name}`"
 
-    def qualified_name(self, spark: SparkSession, spec: TableSpec) -> str:
-        """The name with its catalog. MLflow reads a two-part name as catalog.table and asks
-        Databricks' Unity Catalog about it (a warning per table, and a false
-        `is_databricks_uc_table` in the run's dataset inputs)."""
-        if self.cfg.catalog:
-            return self.name(spec)
-        return f"`{spark.catalog.currentCatalog()}`.{self.name(spec)}"
+    def versions(self, spark: SparkSession, specs: tuple[TableSpec, ...]) -> dict[str, int]:
+        """Each table's current Delta version, by its name with the catalog (what a run logs as
+        its inputs: MLflow reads a two-part name as catalog.table and asks Databricks' Unity
+        Catalog about it, a warning per table and a false `is_databricks_uc_table`)."""
+        catalog = "" if self.cfg.catalog else f"`{spark.catalog.currentCatalog()}`."
+        return {catalog + self.name(spec): table_version(spark, self.name(spec)) for spec in specs}
 
     def exists_on_disk(self, spark_cfg: SparkConfig, spec: TableSpec) -> bool | None:
         """Whether a table of the local catalog exists, read off its folder without a JVM; None

@@ -163,8 +163,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     run_id = run_id or uuid.uuid4().hex[:12]
     lake = Lakehouse(cfg.lakehouse)
     names = {spec.name: lake.ensure(spark, spec) for spec in (DOCUMENTS, DUPLICATES, REJECTS)}
-    i = cfg.ingest
-    opts = ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
+    i, opts = cfg.ingest, read_options(cfg)
     now = F.current_timestamp()
 
     # One split per Arrow batch: a worker holds one split's output batch at a time.
@@ -180,6 +179,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
     if not report.balanced:
         raise RuntimeError("ingest accounting does not add up:\n" + report.summary())
     return report
+
+
+def read_options(cfg: Config) -> ReadOptions:
+    i = cfg.ingest
+    return ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
 
 
 def plan_splits(spark: SparkSession, path: str, opts: ReadOptions,

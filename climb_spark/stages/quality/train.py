@@ -25,7 +25,6 @@ from pyspark.sql import functions as F
 from climb_spark import tracking
 from climb_spark.config import Config
 from climb_spark.errors import InputError, PreconditionError
-from climb_spark.lakehouse.delta import table_version
 from climb_spark.lakehouse.tables import ANNOTATIONS, DOCUMENTS, Lakehouse
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Counted, Stage
@@ -119,8 +118,7 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         return done
     metrics: dict[str, dict[str, float]] = {}
     lr_used: dict[str, float] = {}
-    read = {lake.qualified_name(spark, spec): table_version(spark, lake.name(spec))
-            for spec in (ANNOTATIONS, DOCUMENTS)}
+    read = lake.versions(spark, (ANNOTATIONS, DOCUMENTS))
     with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality",
                           tags={"climb.role": "train-quality", FINGERPRINT_TAG: fingerprint}) as active:
         mlflow.MlflowClient().log_inputs(active.info.run_id, datasets=tracking.dataset_inputs(read, "training"))

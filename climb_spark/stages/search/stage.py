@@ -22,7 +22,7 @@ from climb_spark.config import Config, check_method, check_search
 from climb_spark.curated import super_cluster_name
 from climb_spark.errors import ClimbError
 from climb_spark.ids import search_id
-from climb_spark.lakehouse.delta import merge_upsert, table_version
+from climb_spark.lakehouse.delta import merge_upsert
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
                                           PROXY_RESULTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
 from climb_spark.proxy import pools
@@ -132,8 +132,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
 
 def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
     """The tables a search reads (through its token pool and lineage checks), at their versions."""
-    return {lake.qualified_name(spark, spec): table_version(spark, lake.name(spec))
-            for spec in (DOCUMENTS, DOC_FEATURES, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS)}
+    return lake.versions(spark, (DOCUMENTS, DOC_FEATURES, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS))
 
 
 def _names(spark: SparkSession, lake: Lakehouse, pool: pools.Pool) -> list[str]:
