@@ -105,7 +105,7 @@ class _Search:
             self._batch(samplers.regmix_sample(self.prior, sum(s.budget), self.rng, s), 1)
             fit = self._fit(1, "recipe")
             cands = samplers.dirichlet_candidates(self.prior, s.candidates, self.rng)
-            pred = fit.predict(cands)
+            pred = _choosable(fit.predict(cands), "predicted scores")
             result = self._predicted(self._top_mean(cands, pred), fit)
             argmax = self._clean(cands[int(np.argmax(pred))])
             result.extra["argmax"] = {"weights": argmax.tolist(),
@@ -179,13 +179,14 @@ class _Search:
         s = self.cfg
         cands = samplers.dirichlet_candidates(self.prior, s.candidates, self.rng)
         if s.explore == "recipe":
-            return samplers.next_batch(cands, fit.predict(cands), n, s.top_min, self.rng)
+            return samplers.next_batch(cands, _choosable(fit.predict(cands), "predicted scores"), n, s.top_min,
+                                       self.rng)
         local = self._local_candidates(s.candidates // 4)
         # A predictor that cannot rank yet still says which way is up near the best observed:
         # stay there (a trust region) until it can.
         cands = np.vstack([cands, local]) if self._can_rank() else local
         mean, std = _dist(fit, cands)
-        return self._diverse(cands, mean + s.kappa * std, n)
+        return self._diverse(cands, _choosable(mean + s.kappa * std, "optimistic bounds"), n)
 
     def _local_candidates(self, n: int) -> np.ndarray:
         x, y = self._pairs()
@@ -216,7 +217,7 @@ class _Search:
         s = self.cfg
         if s.final == "argmax" or s.final == "top-mean":
             cands = samplers.dirichlet_candidates(self.prior, s.candidates, self.rng)
-            pred = fit.predict(cands)
+            pred = _choosable(fit.predict(cands), "predicted scores")
             weights = cands[int(np.argmax(pred))] if s.final == "argmax" else self._top_mean(cands, pred)
             return self._predicted(weights, fit)
         if not self._can_rank():
@@ -228,7 +229,7 @@ class _Search:
         cands = np.vstack([observed, self._local_candidates(s.candidates // 2),
                            samplers.dirichlet_candidates(self.prior, s.candidates // 2, self.rng)])
         mean, std = _dist(fit, cands)
-        best = int(np.argmax(mean - s.kappa * std))
+        best = int(np.argmax(_choosable(mean - s.kappa * std, "pessimistic bounds")))
         weights = self._clean(cands[best])
         chosen = "observed" if best < len(observed) else "predictor"
         return self._result(weights, predicted=float(fit.predict(weights[None, :])[0]), fit=fit, chosen_from=chosen)
@@ -266,6 +267,19 @@ class _Search:
         best = max((p.score for p in self.history), default=None)
         return Result(self.method, self.prior, np.asarray(weights, dtype=np.float64), predicted, best,
                       self.history, self.diagnostics, self.warnings, chosen_from, fit)
+
+
+def _choosable(values: np.ndarray, what: str) -> np.ndarray:
+    """The values a mixture is chosen by. np.argmax and argsort take a NaN for the largest value
+    (or the smallest) instead of failing: a NaN among them would choose the first mixture tried,
+    and a result chosen that way must not look like one."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise InputError(f"search: {bad:,} of the {len(values):,} {what} a mixture is chosen by are not finite "
+                         "numbers (NaN or infinite), so no choice among them means anything; check the search "
+                         "settings and the proxies' scores")
+    return values
 
 
 def _best(history: list[Pair]) -> Pair:

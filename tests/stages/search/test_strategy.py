@@ -116,6 +116,19 @@ def test_bad_evaluations_and_methods_are_explained():
         strategy.run(PRIOR, lambda w, i: np.full(len(w), np.log(1024)), CFG)
 
 
+@pytest.mark.parametrize("cfg", [
+    SearchConfig(budget=[8, 4, 2], candidates=5000, kappa=float("nan")),  # the next batch's bound
+    SearchConfig(budget=[8, 4, 2], candidates=5000, kappa=float("inf")),
+    SearchConfig(budget=[8, 4], candidates=5000, explore="recipe", kappa=float("nan")),  # the final's bound
+])
+def test_a_choice_over_values_that_are_not_numbers_is_an_error_not_the_first_mixture(cfg):
+    """np.argmax over NaN is index 0: a NaN search.kappa (before the config checked it) returned
+    the first mixture tried as the final one, "chosen from observed", with exit 0."""
+    with pytest.raises(InputError, match=r"search: [\d,]+ of the [\d,]+ (optimistic|pessimistic) bounds a mixture is "
+                                         r"chosen by are not finite numbers"):
+        strategy.run(PRIOR, lambda w, i: -loss(w), cfg, seed=3)
+
+
 def test_ensemble_ranks_held_out_mixtures_from_a_handful_of_pairs():
     rng = np.random.default_rng(0)
     x, test = rng.dirichlet(np.ones(6), 12), rng.dirichlet(np.ones(6), 500)
