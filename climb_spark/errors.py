@@ -60,6 +60,15 @@ class DiskFullError(ClimbError):
     exit_code = 7
 
 
+class AccountingError(ClimbError):
+    """Input records that are in none of the tables meant to hold them (or in two): the reader's
+    own count and what reached the tables disagree. Said before anything is written, never
+    printed as a balanced run."""
+
+    kind = "accounting error"
+    exit_code = 8
+
+
 def disk_full(err: BaseException) -> DiskFullError | None:
     """The disk-full error buried in an exception chain (a Py4J trace from the JVM, an OSError)."""
     import errno
