@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
-from climb_spark.lakehouse import class_archive, orphans
+from climb_spark.lakehouse import binding, class_archive, orphans
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -104,14 +104,27 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     conf.setdefault("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     for key, value in conf.items():
         builder = builder.config(key, value)
+    opened = False
     if cfg.spark.local_catalog:
         _local_root(cfg).mkdir(parents=True, exist_ok=True)
-        if hold_local_lakehouse(_local_root(cfg)):
-            warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+        warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+        opened = hold_local_lakehouse(_local_root(cfg))
+        if opened:
             for table, (files, size) in orphans.sweep(warehouse).items():
                 print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "
                       "that a failed write left uncommitted", file=sys.stderr, flush=True)
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    if opened:
+        # Before anything opens the catalog: a copied lakehouse's catalog names the original's tables.
+        try:
+            rebound = binding.bind(spark, _local_root(cfg), warehouse)
+        except BaseException:
+            spark.stop()
+            raise
+        if rebound:
+            print(f"climb-spark: this lakehouse was copied, moved or restored from {Path(rebound.former).parent}: "
+                  f"its catalog named the tables there; {len(rebound.tables)} re-registered at their folders under "
+                  f"{_local_root(cfg)} ({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
     return spark
