@@ -305,6 +305,10 @@ class TargetConfig:
     path: str | None = None
     # Tokens of target text a proxy is evaluated on (the first ones, in a fixed order).
     max_tokens: int = field(default=65536, metadata=AT_LEAST_1)
+    # A file or choices target's documents found in the corpus are left out of every token pool and
+    # of the export, and counted; above this share of the target's documents, the search and the
+    # export also warn (stdout, MLflow, the report): the target was probably drawn from the corpus.
+    max_overlap: float = field(default=0.01, metadata=_within(0, 1))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ def pool_id(cfg: Config, supers: list[dict]) -> str:
            "tokenizer": [cfg.proxy.tokenizer, cfg.proxy.vocab_size, cfg.proxy.tokenizer_sample_docs]}
     if cfg.target.path:  # the file's content, not just its name
         key["target_file"] = file_digest(cfg.target.path)
+    if cfg.target.kind != "holdout":
+        # Such pools are built without the target's own documents since issue 30; one built before
+        # may hold them in its training shards and must not be reused.
+        key["target_documents"] = "left out"
     return content_id(key, 12)
 
 

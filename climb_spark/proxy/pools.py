@@ -9,7 +9,6 @@ so no file passes through the driver's disk.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -19,7 +18,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.curated import kept_documents, super_clusters, target_filter
+from climb_spark.curated import (TargetOverlap, kept_documents, read_target, super_clusters, target_documents,
+                                  target_filter, target_overlap, without_target_documents)
 from climb_spark.errors import ConfigError, InputError
 from climb_spark.ids import pool_id
 from climb_spark.lakehouse.delta import merge_insert_only
@@ -39,6 +39,8 @@ class Pool:
     prior: tuple[float, ...]
     cluster_run_id: str
     target_kind: str
+    # A file or choices target's documents found in the corpus (left out of the training pools).
+    overlap: TargetOverlap | None = None
 
     def train_path(self, super_cluster_id: int) -> str:
         return f"{self.root}/tokens/split=train/super_cluster_id={super_cluster_id}"
@@ -61,11 +63,14 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind)
+                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg))
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
-    docs = kept_documents(spark, cfg).withColumn("is_target", target_filter(cfg))
+    # A holdout target is a slice of these documents; a file or choices target's own documents, where
+    # the corpus holds them too, are left out of every training pool.
+    docs = (without_target_documents(kept_documents(spark, cfg), target_documents(spark, cfg))
+            .withColumn("is_target", target_filter(cfg)))
     tokenizer = load_or_train_tokenizer(spark, cfg, docs.where(~F.col("is_target")))
     spec = tokenizer.to_str()
     eos = eos_id(tokenizer)
@@ -97,8 +102,9 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
                for s in supers]
     empty = [r["super_cluster_id"] for r in records if r["n_tokens"] == 0]
     if empty:
-        raise InputError(f"super-clusters {empty} have no training documents left after the target "
-                         "was held out; lower target.holdout_fraction")
+        why = ("the target was held out; lower target.holdout_fraction" if cfg.target.kind == "holdout" else
+               f"the target's own documents were left out (the target file holds all of theirs)")
+        raise InputError(f"super-clusters {empty} have no training documents left after {why}")
     if cfg.target.kind != "choices":
         n_docs, n_tokens = counts[("target", TARGET)]
         records.append({"pool_id": pid, "split": "target", "super_cluster_id": TARGET, "n_docs": int(n_docs),
@@ -159,22 +165,9 @@ def tokenize_batches(batches: Iterator[pd.DataFrame], spec: str, eos: int) -> It
                             "doc_id": batch["doc_id"], "tokens": tokenize(batch["text"].tolist(), tokenizer, eos)})
 
 
-def _read_jsonl(spark: SparkSession, path: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(spark.sparkContext.textFile(path).collect()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"target.path: line {i + 1} of {path} is not JSON ({err.msg})") from None
-    if not rows:
-        raise ConfigError(f"target.path: {path} holds no records")
-    return rows
-
-
 def _file_target(spark: SparkSession, cfg: Config, tokenizer, eos: int) -> DataFrame:
     texts = []
-    for i, rec in enumerate(_read_jsonl(spark, cfg.target.path)):
+    for i, rec in enumerate(read_target(spark, cfg.target.path)):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not rec["text"].strip():
             raise ConfigError(f"target.path: record {i + 1} of {cfg.target.path} has no \"text\" string")
         texts.append(rec["text"])
@@ -184,7 +177,7 @@ def _file_target(spark: SparkSession, cfg: Config, tokenizer, eos: int) -> DataF
 
 def _choices_target(spark: SparkSession, cfg: Config, tokenizer) -> DataFrame:
     rows = []
-    for i, rec in enumerate(_read_jsonl(spark, cfg.target.path)):
+    for i, rec in enumerate(read_target(spark, cfg.target.path)):
         ok = (isinstance(rec, dict) and isinstance(rec.get("context"), str) and isinstance(rec.get("choices"), list)
               and len(rec["choices"]) >= 2 and all(isinstance(c, str) and c for c in rec["choices"])
               and isinstance(rec.get("label"), int) and 0 <= rec["label"] < len(rec["choices"]))

@@ -67,6 +67,9 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     lake = Lakehouse(cfg.lakehouse)
     pool = pool or pools.ensure(spark, cfg, log)
     sid = search_id(cfg, pool.pool_id, method)
+    overlap = pool.overlap.warning(cfg.target.max_overlap) if pool.overlap else None
+    if pool.overlap and pool.overlap.in_corpus:
+        log(f"search {sid}: target: {pool.overlap.describe()}")
     prior = np.asarray(pool.prior, dtype=np.float64)
     prior /= prior.sum()
     tracker = SearchRun(cfg.mlflow, sid, f"search-{method}", {
@@ -100,12 +103,15 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     except ClimbError as err:
         tracker.fail(str(err))
         raise
+    if overlap:
+        result.warnings.insert(0, overlap)
     n_proxies = result.extra.get("proxies", len(history))
     weights, predicted = result.weights, result.predicted
     for warning in result.warnings:
         log(f"search {sid}: WARNING {warning}")
     tracker.set_tags({"climb.warnings": " | ".join(result.warnings) or "none",
-                      "climb.final_from": result.chosen_from})
+                      "climb.final_from": result.chosen_from,
+                      **({"climb.target_overlap": pool.overlap.describe()} if pool.overlap else {})})
     if "argmax" in result.extra:
         tracker.log_dict(result.extra["argmax"], "regmix_argmax.json")
 
