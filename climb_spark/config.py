@@ -319,6 +319,9 @@ class ProxyConfig:
     # kind=command: argv template run in a Spark task; it reads the mixture as JSON on stdin
     # (also at {mixture_json}) and prints a score (higher is better) as its last stdout line.
     command: list[str] = field(default_factory=list)
+    # kind=command: a run still going after this many seconds is killed with its children (its
+    # process group) and is a failed proxy; how long to wait, so not part of any id.
+    timeout_s: float = field(default=3600.0, metadata=POSITIVE)
     # A tokenizer.json to use; null = a byte-level BPE of vocab_size trained on the corpus.
     tokenizer: str | None = None
     vocab_size: int = field(default=4096, metadata=AT_LEAST_1)

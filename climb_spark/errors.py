@@ -46,6 +46,14 @@ class ServiceError(ClimbError):
     exit_code = 5
 
 
+class ProxyError(ServiceError):
+    """A proxy that gave no usable score (a command that failed, hung past proxy.timeout_s or
+    printed no finite number; a training that diverged): recorded as failed, never kept as a
+    result; the proxies that finished are kept and a re-run trains only what is missing."""
+
+    kind = "proxy failed"
+
+
 class BusyError(ClimbError):
     """Another job holds what this one needs exclusively (a local lakehouse's catalog)."""
 

@@ -143,7 +143,8 @@ class SearchRun:
                 self.client.log_inputs(self.run_id, datasets=dataset_inputs(inputs, role))
         children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = {_literal(self.run_id)}",
                                            max_results=50000)
-        self.children = {r.data.tags.get("climb.proxy_key"): r.info.run_id for r in children}
+        self.children = {r.data.tags["climb.proxy_key"]: r.info.run_id for r in children
+                         if "climb.proxy_key" in r.data.tags}
 
     def proxy_run(self, spec, key: str, result: dict) -> str:
         from mlflow.entities import Metric, Param
@@ -168,6 +169,22 @@ class SearchRun:
         metrics += [Metric("train_loss", float(v), now, i) for i, v in enumerate(result.get("loss_curve") or [])]
         self.client.log_batch(run_id, metrics=metrics)
         self.client.set_terminated(run_id)
+        return run_id
+
+    def proxy_failed(self, spec, key: str, reason: str) -> str:
+        """A proxy that gave no usable score: a FAILED child run with the reason, tagged so it is
+        never taken for the proxy's result (a later run of the same proxy gets a run of its own)."""
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(
+            self.experiment_id, run_name=f"proxy-{spec.iteration}.{spec.index}-failed",
+            tags=context_tags({"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
+                               "climb.failed_proxy_key": key, "climb.role": "proxy",
+                               "climb.error": reason[:5000]})).info.run_id
+        params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,
+                  **{f"w_{i:02d}": round(float(w), 6) for i, w in enumerate(spec.weights)}}
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.set_terminated(run_id, status="FAILED")
         return run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

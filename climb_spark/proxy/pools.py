@@ -9,6 +9,7 @@ so no file passes through the driver's disk.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -21,7 +22,8 @@ from climb_spark.config import Config
 from climb_spark.curated import (TargetOverlap, kept_documents, read_target, super_clusters, target_documents,
                                   target_filter, target_overlap, without_target_documents)
 from climb_spark.errors import ConfigError, InputError
-from climb_spark.ids import pool_id
+from climb_spark.ids import content_id, pool_id
+from climb_spark.lakehouse import files
 from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import TOKEN_POOLS, Lakehouse
 from climb_spark.lakehouse.tasks import worker_cached
@@ -41,6 +43,14 @@ class Pool:
     target_kind: str
     # A file or choices target's documents found in the corpus (left out of the training pools).
     overlap: TargetOverlap | None = None
+    # A digest of every token the pool holds (content.json): a rebuilt pool whose tokens differ
+    # (documents added under the same clustering) names its proxies differently.
+    content: str = ""
+
+    @property
+    def key(self) -> str:
+        """What a proxy result depends on: the pool's id and its content."""
+        return f"{self.pool_id}/{self.content}" if self.content else self.pool_id
 
     def train_path(self, super_cluster_id: int) -> str:
         return f"{self.root}/tokens/split=train/super_cluster_id={super_cluster_id}"
@@ -63,7 +73,7 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg))
+                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root))
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
@@ -88,8 +98,7 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
     if cfg.target.kind == "choices":
         _choices_target(spark, cfg, tokenizer).coalesce(1).write.mode("overwrite").parquet(f"{root}/choices")
     counts = {(r["split"], r["super_cluster_id"]): (r["n_docs"], r["n_tokens"])
-              for r in spark.read.parquet(f"{root}/tokens").groupBy("split", "super_cluster_id")
-              .agg(F.count("*").alias("n_docs"), F.sum(F.size("tokens")).alias("n_tokens")).collect()}
+              for r in _summarize(spark, root)[0]}
     if cfg.target.kind != "choices" and ("target", TARGET) not in counts:
         raise ConfigError(f"target: no documents match {_describe_target(cfg)}; widen target.source / "
                           "target.super_cluster or raise target.holdout_fraction")
@@ -116,6 +125,38 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
         f"{sum(r['n_tokens'] for r in records if r['split'] == 'train'):,} training tokens, "
         f"target {_describe_target(cfg)}")
     return records
+
+
+def content_digest(spark: SparkSession, root: str) -> str:
+    """The digest of every token a pool holds, from `{root}/content.json` (written as it was built;
+    a pool built before there was one gets it on first use)."""
+    from pyarrow import fs as pafs
+
+    filesystem, where = files.filesystem(f"{root}/content.json")
+    if filesystem.get_file_info(where).type != pafs.FileType.File:
+        return _summarize(spark, root)[1]
+    with filesystem.open_input_stream(where) as f:
+        return json.loads(f.read().decode("utf-8"))["digest"]
+
+
+def _summarize(spark: SparkSession, root: str) -> tuple[list, str]:
+    """Each split and super-cluster's documents and tokens, with their ids and tokens hashed
+    (order-free: XOR of one hash per document), and the digest of it all, written to
+    `{root}/content.json`."""
+    from pyarrow import fs as pafs
+
+    rows = (spark.read.parquet(f"{root}/tokens").groupBy("split", "super_cluster_id")
+            .agg(F.count("*").alias("n_docs"), F.sum(F.size("tokens")).alias("n_tokens"),
+                 F.bit_xor(F.xxhash64("doc_id", "tokens")).alias("hash"))
+            .orderBy("split", "super_cluster_id").collect())
+    summary = [[r["split"], r["super_cluster_id"], r["n_docs"], r["n_tokens"], r["hash"]] for r in rows]
+    filesystem, where = files.filesystem(f"{root}/choices")
+    if filesystem.get_file_info(where).type == pafs.FileType.Directory:
+        choices = spark.read.parquet(f"{root}/choices")
+        summary.append(["choices", choices.count(), choices.agg(F.bit_xor(F.xxhash64(*choices.columns))).first()[0]])
+    digest = content_id(summary, 16)
+    files.write_text(f"{root}/content.json", json.dumps({"digest": digest, "parts": summary}))
+    return rows, digest
 
 
 def _describe_target(cfg: Config) -> str:

@@ -6,7 +6,6 @@ Runs (or reuses) the search of every method in `compare.methods`, then trains on
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.ids import content_id
+from climb_spark.ids import content_id, proxy_settings
 from climb_spark.lakehouse.delta import replace_where
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, COMPARISONS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
                                           MIXTURES, PROXY_RESULTS, SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
@@ -53,7 +52,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
         log(report.summary())
         finals[method] = report
     key = {"searches": {m: (r.search_id, r.weights) for m, r in finals.items()}, "seeds": cfg.compare.seeds,
-           "proxy": dataclasses.asdict(cfg.proxy)}
+           "proxy": proxy_settings(cfg.proxy)}
     cid = "compare-" + content_id(key, 10)
     tracker = SearchRun(cfg.mlflow, cid, "compare", {"methods": ",".join(cfg.compare.methods),
                                                      "seeds": ",".join(map(str, cfg.compare.seeds)),

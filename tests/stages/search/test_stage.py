@@ -69,3 +69,62 @@ def test_target_documents_in_the_corpus_are_left_out_of_every_pool_and_the_expor
 
     page = run_report.render(spark, cfg)
     assert f"WARNING {run_report.e(warning)}" in page.html
+
+
+def test_a_pool_is_rebuilt_with_the_same_tokens_and_scores_and_never_removed_under_staged_results(
+        spark, cfg, doc_features, tmp_path):
+    """Issue 30: `maintain` with a short retention removed a pool a killed search had staged results
+    in, and the rebuilt pool gave the same proxy key another score. Staged results now keep their
+    pool; a pool removed while nothing refers to it comes back with the same tokens (the digest its
+    proxy keys carry) and the same proxy scores."""
+    import time
+
+    from climb_spark.lakehouse import maintain
+    from climb_spark.lakehouse.tables import PROXY_RESULTS, TOKEN_POOLS
+    from climb_spark.proxy import pools
+    from climb_spark.proxy.runner import ProxyRunner, ProxySpec, proxy_key, read_staged, train_in_task
+    from tests.conftest import SEARCH
+
+    cfg = cfg.replace({"cluster.k": 5, "prune.rule": "curator", "prune.merge_threshold": 1.0,
+                       **{k: int(v) for k, v in SEARCH.items() if k.startswith("proxy.")},
+                       "maintain.retain_hours": 0, "maintain.allow_short_retention": True,
+                       "maintain.tables": ["token_pools"]})
+    cluster.run(spark, cfg)
+    prune.run(spark, cfg)
+    lake = Lakehouse(cfg.lakehouse)
+
+    def tokens(pool):
+        return sorted((r["doc_id"], tuple(r["tokens"])) for r in
+                      ds.dataset(f"{pool.root}/tokens", format="parquet").to_table().to_pylist())
+
+    first = pools.ensure(spark, cfg, log=lambda _: None)
+    spec = ProxySpec("s1", "random", 1, 0, tuple([1 / len(first.prior)] * len(first.prior)), 42)
+    before = train_in_task(spec, first, cfg.proxy, cfg.target, 1)
+    held = tokens(first)
+    newer = cfg.replace({"proxy.vocab_size": 330})
+    pools.ensure(spark, newer, log=lambda _: None)  # the newest pool, which maintain always keeps
+    time.sleep(0.05)
+    removed = maintain.run(spark, cfg, log=lambda _: None)
+    assert removed.pools_removed == [first.pool_id] and not Path(first.root).exists()
+
+    built: list[str] = []
+    again = pools.ensure(spark, cfg, log=built.append)
+    assert built and built[0].startswith(f"token pools {first.pool_id}:")  # built again, not found
+    assert tokens(again) == held and again.content == first.content
+    assert proxy_key(again.key, cfg.proxy, 42, spec.weights) == proxy_key(first.key, cfg.proxy, 42, spec.weights)
+    assert train_in_task(spec, again, cfg.proxy, cfg.target, 1)["score"] == before["score"]
+
+    # A search killed after a proxy finished: its result staged under the pool, committed by no row.
+    runner = ProxyRunner(spark, again, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), None, 1,
+                         lambda _: None)
+    runner._record(spec, proxy_key(again.key, cfg.proxy, 42, spec.weights), before)
+    pools.ensure(spark, cfg.replace({"proxy.vocab_size": 340}), log=lambda _: None)  # newer than it again
+    time.sleep(0.05)
+    kept = maintain.run(spark, cfg, log=lambda _: None)
+    assert first.pool_id not in kept.pools_removed and Path(again.root, "tokens").is_dir()
+    assert spark.table(lake.name(TOKEN_POOLS)).where(F.col("pool_id") == again.pool_id).count() > 0
+    assert len(read_staged(runner.staging("s1"))) == 1
+    lines: list[str] = []
+    resumed = ProxyRunner(spark, again, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), None, 1,
+                          lines.append).run([spec], "s1")
+    assert lines == ["s1: reusing 1 finished proxies, training 0"] and resumed[0]["score"] == before["score"]
