@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     upkeep = sub.add_parser("maintain", parents=[common],
                             help="OPTIMIZE and VACUUM every table, remove token pools and exports nothing refers to")
     upkeep.add_argument("--dry-run", action="store_true", help="print what it would do and change nothing")
+    sub.add_parser("repair", parents=[common],
+                   help="move aside a table's latest Delta commit that is cut short (a local lakehouse)")
     sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
     sql.add_argument("statement")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -135,6 +137,9 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             args.py_files, args.archive, args.python, args.jobs_dir))))
         return 0
 
+    if args.command == "repair":
+        return _repair(cfg)
+
     stages = pipeline.select(args.command)
     pipeline.check(cfg, stages)
     pipeline.prepare_inputs(cfg, stages, _log)
@@ -177,6 +182,31 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if cfg.spark.stop_session:
             spark.stop()
+    return 0
+
+
+def _repair(cfg: Config) -> int:
+    """What a job refuses to open and cannot mend alone, mended without a JVM (the lakehouse held,
+    as a job holds it): a cut-short latest commit moved aside under `{root}/repaired`."""
+    from pathlib import Path
+
+    from climb_spark.errors import PreconditionError
+    from climb_spark.lakehouse import binding
+    from climb_spark.lakehouse.session import hold_local_lakehouse, local_root, spark_conf
+
+    if not cfg.spark.local_catalog:
+        raise ConfigError("repair: works on a local lakehouse (spark.local_catalog); a shared metastore's tables "
+                          "are the platform's to repair")
+    root = local_root(cfg)
+    hold_local_lakehouse(root)
+    warehouse = Path(spark_conf(cfg)["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+    said, left = binding.repair(warehouse, root / "repaired")
+    for line in said:
+        _log(f"repair: {line}")
+    if left:
+        raise PreconditionError("; ".join(left))
+    if not said:
+        _log(f"repair: nothing to repair in {root}")
     return 0
 
 

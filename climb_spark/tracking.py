@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def experiment(cfg: MlflowConfig) -> str:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        # Deleted in the UI: every later run would fail ("must be in the 'active' state"); a
+        # restore brings it back with its runs, which the searches resume from.
+        mlflow.tracking.MlflowClient().restore_experiment(found.experiment_id)
+        print(f"climb-spark: MLflow experiment {cfg.experiment!r} (id {found.experiment_id}) was deleted; restored "
+              "it with its runs", file=sys.stderr, flush=True)
     if found is not None:
         return found.experiment_id
     location = cfg.artifact_location

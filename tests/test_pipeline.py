@@ -58,7 +58,9 @@ def test_cli_prints_the_stage_graph_and_refuses_a_stage_without_its_inputs(tmp_p
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("pipeline")
+    # A space in every path (the lakehouse root, the corpus, MLflow's store, the exports): a root
+    # with one kept the driver JVM from starting (issue 29).
+    tmp_path = tmp_path_factory.mktemp("pipe line")
     sets = {
         "spark.master": "local[2]",
         "spark.jars_dir": JARS_DIR,
@@ -216,7 +218,7 @@ def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it
     from climb_spark import report
 
     sets, stdout = pipeline
-    done = re.search(r"^report: (\S+) \(attached to MLflow run (\w+) as report/report.html\)$", stdout, re.M)
+    done = re.search(r"^report: (.+) \(attached to MLflow run (\w+) as report/report.html\)$", stdout, re.M)
     assert done, stdout[-3000:]
     path, run_id = done.groups()
     assert path == sets["lakehouse.root"] + "/report.html"
@@ -239,7 +241,7 @@ def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it
 
 def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     sets, stdout = pipeline
-    manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", stdout)
+    manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", stdout, re.M)
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
     assert manifest["warnings"] == []
@@ -248,7 +250,7 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
                             "export.max_doc_share": "0.0001"})
     assert done.returncode == 0, done.stderr[-3000:]
-    export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", done.stdout).groups()
+    export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", done.stdout, re.M).groups()
     manifest = json.loads((Path(path) / "manifest.json").read_text())
     assert manifest["token_budget"] == budget and manifest["sources"]["documents"] >= 0
     [warning] = manifest["warnings"]
@@ -292,7 +294,7 @@ def test_a_re_export_killed_mid_write_leaves_the_previous_export_whole(pipeline)
     sets = {**pipeline[0], "export.format": "parquet", "export.shards": "2"}
     done = climb("export", sets)
     assert done.returncode == 0, done.stderr[-3000:]
-    path = Path(re.search(r"export export-\w+ from search climb-\w+: .* -> (\S+)", done.stdout).group(1))
+    path = Path(re.search(r"export export-\w+ from search climb-\w+: .* -> (.+)$", done.stdout, re.M).group(1))
     before = (path / "manifest.json").read_text()
     old = json.loads(before)
     proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "export", *cli_args(sets)], cwd=ROOT,
@@ -356,7 +358,7 @@ def test_proxies_from_a_shared_base_train_it_once_per_pool(pipeline):
     based = {**sets, "proxy.init": "base", "proxy.base_steps": "20", "search.budget": "[3]"}
     done = climb("search", based, "--method", "random")
     assert done.returncode == 0, done.stderr[-3000:]
-    path = re.search(r"proxy base (\S+): training on the prior", done.stdout).group(1)
+    path = re.search(r"proxy base (.+?): training on the prior", done.stdout).group(1)
     assert path.startswith(str(Path(sets["lakehouse.root"]) / "token_pools")) and Path(path).stat().st_size > 0
     assert not list(Path(path).parent.glob("*.tmp"))  # written under a temporary name, then moved
     sid = re.search(r"search (random-\w+) \(random\): 3 proxies", done.stdout).group(1)

@@ -21,3 +21,26 @@ def test_two_lakehouses_tables_at_the_same_version_keep_their_own_sources(tmp_pa
         for schema in ("dev", "prod")}
     assert all(i.dataset.name == "documents" and i.dataset.digest.startswith("v3-")
                for inputs in logged.values() for i in inputs)
+
+
+def test_an_experiment_deleted_in_the_ui_is_restored_with_its_runs_and_a_search_resumes_in_it(tmp_path, capfd):
+    """Issue 29: with the configured experiment deleted (as the UI deletes it), a search ended in a
+    40-line `MlflowException: The experiment 1 must be in the 'active' state`."""
+    from climb_spark.config import MlflowConfig
+    from climb_spark.tracking import SearchRun, experiment
+
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="climb-spark",
+                       artifact_location=str(tmp_path / "artifacts"))
+    first = SearchRun(cfg, "climb-abc", "search-climb", {"method": "climb"})
+    first.finish()
+    capfd.readouterr()  # MLflow's own lines as it creates the store
+    client = MlflowClient(cfg.tracking_uri)
+    client.delete_experiment(first.experiment_id)
+    assert client.get_experiment(first.experiment_id).lifecycle_stage == "deleted"
+
+    again = SearchRun(cfg, "climb-abc", "search-climb", {"method": "climb"})
+    assert again.experiment_id == first.experiment_id and again.run_id == first.run_id  # resumed, not a new run
+    assert client.get_experiment(first.experiment_id).lifecycle_stage == "active"
+    assert capfd.readouterr().err.splitlines() == [
+        f"climb-spark: MLflow experiment 'climb-spark' (id {first.experiment_id}) was deleted; restored it with its runs"]
+    assert experiment(cfg) == first.experiment_id and capfd.readouterr().err == ""  # said once

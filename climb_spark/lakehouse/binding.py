@@ -1,4 +1,4 @@
-"""A local lakehouse's catalog bound to its own folder.
+"""A local lakehouse's catalog bound to its own folders, and agreeing with them.
 
 The embedded Derby catalog stores every table's location as an absolute URI. A lakehouse copied,
 moved or restored to another folder keeps the old catalog, so its tables resolve to the original's
@@ -8,10 +8,18 @@ embedded Derby in the driver's JVM, before Hive has opened it) and every locatio
 lakehouse's warehouse is re-registered at the same place under this one's, where the copy's Delta
 logs (which name their data files relative to the table) are complete. A table whose folder this
 lakehouse lacks is refused, and nothing is changed.
+
+Then (`check`) the catalog and the folders are compared, as every job starts: a table whose folder
+is gone (deleted or moved by hand) loses its catalog entry, which names nothing any more; a folder
+holding a table's data with no catalog entry is registered again; a table whose Delta log holds a
+commit that is not JSON (cut short) is refused with one line naming the commit. Each says what it
+did or what to do, in one line, before any table is read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -55,8 +63,7 @@ def bind(spark, root: Path, warehouse: Path) -> Rebound | None:
         former = local_path(default) if default else None
         if former is None or former == warehouse:
             return None
-        tables = _rows(conn, 'SELECT d."NAME", t."TBL_NAME", s."LOCATION" FROM "APP"."TBLS" t '
-                             'JOIN "APP"."DBS" d ON t."DB_ID" = d."DB_ID" JOIN "APP"."SDS" s ON t."SD_ID" = s."SD_ID"')
+        tables = _tables(conn)
         moved, missing = [], []
         for db, name, location in tables:
             rel = _under(local_path(location or "") or Path("/"), former)
@@ -111,3 +118,141 @@ def _update(conn, table: str, key: str, column: str, row_id: str, value: str | N
     stmt.setString(1, value)
     stmt.setLong(2, int(row_id))
     stmt.executeUpdate()
+
+
+@dataclass
+class Repairs:
+    dropped: list[str] = field(default_factory=list)  # catalog entries whose folder is gone
+    registered: list[str] = field(default_factory=list)  # folders with data and no entry
+
+    def lines(self, warehouse: Path) -> list[str]:
+        out = [f"climb-spark: table {name}: its folder under {warehouse} is gone (deleted or moved by hand), so its "
+               "catalog entry named nothing and was removed; the stage that writes it (`climb-spark stages`) writes "
+               "it again, and a folder put back is registered again" for name in self.dropped]
+        out += [f"climb-spark: table {name}: its folder held a Delta table the catalog did not name; registered it "
+                "again" for name in self.registered]
+        return out
+
+
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+
+
+def catalog_tables(spark, root: Path) -> list[tuple[str, str, str]]:
+    """(schema, table, location) of every table the local catalog names."""
+    conn = spark.sparkContext._jvm.java.sql.DriverManager.getConnection(
+        f"jdbc:derby:;databaseName={root / 'metastore_db'}")
+    try:
+        return _tables(conn)
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _tables(conn) -> list[tuple[str, str, str]]:
+    """(schema, table, where its data is). Spark keeps a data source table's own location in its
+    `path` property; the Hive location of one created at a LOCATION is a placeholder
+    (`...-__PLACEHOLDER__`) that names no folder."""
+    located = _rows(conn, 'SELECT d."NAME", t."TBL_NAME", s."LOCATION", s."SERDE_ID" FROM "APP"."TBLS" t '
+                          'JOIN "APP"."DBS" d ON t."DB_ID" = d."DB_ID" JOIN "APP"."SDS" s ON t."SD_ID" = s."SD_ID"')
+    paths = dict(_rows(conn, 'SELECT "SERDE_ID", "PARAM_VALUE" FROM "APP"."SERDE_PARAMS" '
+                             "WHERE \"PARAM_KEY\" = 'path'"))
+    return [(db, name, paths.get(serde) or location) for db, name, location, serde in located]
+
+
+def check(spark, root: Path, warehouse: Path) -> Repairs:
+    """The catalog against the folders under `warehouse`: stale entries dropped, folders with data
+    and no entry registered, a commit that is not JSON refused (PreconditionError)."""
+    repairs = Repairs()
+    if not (root / "metastore_db" / "service.properties").is_file():
+        return repairs
+    named: set[Path] = set()
+    for db, name, location in catalog_tables(spark, root):
+        path = local_path(location or "")
+        if path is None or _under(path, warehouse) is None:
+            continue  # a table of its own elsewhere: not this lakehouse's to judge
+        named.add(path)
+        if (path / "_delta_log").is_dir():
+            cut_commit(f"{db}.{name}", path)
+            continue
+        # Dropped by name: Delta finds no table at the location, so the catalog entry alone goes.
+        spark.sql(f"DROP TABLE IF EXISTS `{db}`.`{name}`")
+        repairs.dropped.append(f"{db}.{name}")
+    for log in sorted([*warehouse.glob("*/_delta_log"), *warehouse.glob("*.db/*/_delta_log")]):
+        folder = log.parent
+        if folder in named or not _holds_data(log):
+            continue  # a folder with only a schema is a CREATE a job was killed in: ensure creates it again
+        db = folder.parent.name.removesuffix(".db") if folder.parent != warehouse else "default"
+        cut_commit(f"{db}.{folder.name}", folder)
+        location = str(folder).replace("'", "\\'")
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{db}`")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS `{db}`.`{folder.name}` USING DELTA LOCATION '{location}'")
+        repairs.registered.append(f"{db}.{folder.name}")
+    return repairs
+
+
+def _holds_data(log: Path) -> bool:
+    commits = [c for c in log.iterdir() if _COMMIT.match(c.name)]
+    return len(commits) > 1 or any('"add"' in line for c in commits for line in c.read_text("utf-8").splitlines())
+
+
+def cut_commit(name: str, table: Path) -> None:
+    """Refuse a table whose Delta log holds a commit a reader would parse (after the last
+    checkpoint) that is not JSON: Spark fails on it with hundreds of lines of Java."""
+    found = _cut(table)
+    if found is None:
+        return
+    commit, number, latest = found
+    fix = (f"`climb-spark repair` moves it aside (the table goes back to version {int(commit.stem) - 1}), then re-run "
+           "the stage that writes the table" if latest else
+           "restore the log from a backup: later commits build on it")
+    raise PreconditionError(f"table {name}: its Delta commit {commit} is not JSON at line {number} (cut short or "
+                            f"overwritten), so the table cannot be read: {fix}")
+
+
+def _cut(table: Path) -> tuple[Path, int, bool] | None:
+    """(the commit, its first line that is not JSON, whether it is the latest) of a table's log."""
+    log = table / "_delta_log"
+    checkpoint = -1
+    try:
+        checkpoint = int(json.loads((log / "_last_checkpoint").read_text("utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    commits = sorted((int(m.group(1)), c) for c in log.iterdir() if (m := _COMMIT.match(c.name)))
+    for version, commit in commits:
+        if version <= checkpoint:
+            continue
+        lines = commit.read_bytes().splitlines() or [b""]  # an empty commit is cut short too
+        for number, line in enumerate(lines, 1):
+            try:
+                json.loads(line)
+            except ValueError:
+                return commit, number, version == commits[-1][0]
+    return None
+
+
+def repair(warehouse: Path, aside: Path) -> tuple[list[str], list[str]]:
+    """`climb-spark repair`: each table whose latest commit is cut short goes back to the version
+    before it, the commit's files (with their checksums) moved under `aside`, never deleted; the
+    data files it added are then named by no commit and the next job removes them. (lines said,
+    tables it cannot repair)."""
+    said, left = [], []
+    for log in sorted([*warehouse.glob("*/_delta_log"), *warehouse.glob("*.db/*/_delta_log")]):
+        table = log.parent
+        name = f"{table.parent.name.removesuffix('.db')}.{table.name}" if table.parent != warehouse else table.name
+        found = _cut(table)
+        if found is None:
+            continue
+        commit, _, latest = found
+        if not latest:
+            left.append(f"table {name}: its commit {commit.name} is cut short and later commits build on it: restore "
+                        "the log from a backup")
+            continue
+        target = aside / name
+        target.mkdir(parents=True, exist_ok=True)
+        version = commit.stem
+        for part in log.iterdir():  # the commit, its .crc, and Hadoop's hidden checksums of both
+            if part.is_file() and part.name.lstrip(".").startswith(version + "."):
+                part.rename(target / part.name)
+        said.append(f"table {name}: its cut-short commit {version} moved to {target}; the table is back at version "
+                    f"{int(version) - 1}: re-run the stage that writes it")
+    return said, left

@@ -19,7 +19,7 @@ DELTA_CONF = {
 }
 
 
-def _local_root(cfg: Config) -> Path:
+def local_root(cfg: Config) -> Path:
     """The lakehouse root as a local folder, where the local catalog keeps its metastore."""
     if not is_local_path(cfg.lakehouse.root):
         raise ConfigError(f"lakehouse.root: {cfg.lakehouse.root} is not a local folder, and spark.local_catalog "
@@ -38,7 +38,7 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
     if cfg.spark.configure_delta:
         conf.update(DELTA_CONF)
     if cfg.spark.local_catalog:
-        root_path = _local_root(cfg)
+        root_path = local_root(cfg)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
             "spark.sql.warehouse.dir": str(root_path / "warehouse"),
@@ -47,9 +47,17 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
                 f"jdbc:derby:;databaseName={root_path / 'metastore_db'};create=true",
         })
         java_opts.append(f"-Dderby.system.home={root_path}")
-    conf["spark.driver.extraJavaOptions"] = " ".join([*java_opts, *cfg.spark.driver_java_options])
+    conf["spark.driver.extraJavaOptions"] = " ".join(_quoted(o) for o in [*java_opts, *cfg.spark.driver_java_options])
     conf.update(cfg.spark.conf)
     return conf
+
+
+def _quoted(option: str) -> str:
+    """One JVM option as Spark's launcher splits extraJavaOptions (on whitespace, honouring double
+    quotes and backslash escapes): a lakehouse root with a space kept the JVM from starting."""
+    if not any(ch.isspace() or ch in "\"'\\" for ch in option):
+        return option
+    return '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # This process's lock on each local lakehouse it opened, released when the process ends.
@@ -106,9 +114,9 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
         builder = builder.config(key, value)
     opened = False
     if cfg.spark.local_catalog:
-        _local_root(cfg).mkdir(parents=True, exist_ok=True)
+        local_root(cfg).mkdir(parents=True, exist_ok=True)
         warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
-        opened = hold_local_lakehouse(_local_root(cfg))
+        opened = hold_local_lakehouse(local_root(cfg))
         if opened:
             for table, (files, size) in orphans.sweep(warehouse).items():
                 print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "
@@ -119,12 +127,19 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     if opened:
         # Before anything opens the catalog: a copied lakehouse's catalog names the original's tables.
         try:
-            rebound = binding.bind(spark, _local_root(cfg), warehouse)
+            rebound = binding.bind(spark, local_root(cfg), warehouse)
         except BaseException:
             spark.stop()
             raise
         if rebound:
             print(f"climb-spark: this lakehouse was copied, moved or restored from {Path(rebound.former).parent}: "
                   f"its catalog named the tables there; {len(rebound.tables)} re-registered at their folders under "
-                  f"{_local_root(cfg)} ({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
+                  f"{local_root(cfg)} ({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
+        try:
+            repairs = binding.check(spark, local_root(cfg), warehouse)
+        except BaseException:
+            spark.stop()
+            raise
+        for line in repairs.lines(warehouse):
+            print(line, file=sys.stderr, flush=True)
     return spark

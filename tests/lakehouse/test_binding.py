@@ -105,3 +105,71 @@ def test_a_copy_that_lacks_a_table_folder_is_refused_before_anything_changes(tmp
     assert not list((partial / "warehouse" / "climb.db" / "documents" / "_delta_log").glob("*2.json"))
     again = climb("ingest", {"lakehouse.root": str(partial), "ingest.input": str(partial / "in")})
     assert again.returncode == 3 and line in again.stderr  # the catalog was left as it was
+
+
+def _sql(root, statement):
+    return climb("sql", {"lakehouse.root": str(root), "ingest.input": str(root / "in"), "spark.master": "local[1]"},
+                 statement, "--format", "json")
+
+
+def _said(done):
+    """The lines climb-spark itself printed to stderr (Spark's start-up warnings aside)."""
+    return [ln for ln in done.stderr.splitlines() if ln.startswith("climb-spark:")]
+
+
+def _quiet(done):
+    assert "Traceback" not in done.stderr and not [ln for ln in done.stderr.splitlines() if ln.startswith("\tat ")]
+
+
+def test_tables_changed_behind_the_catalogs_back_are_repaired_or_named_in_one_line(tmp_path):
+    """Issue 29: a table folder deleted by hand while the catalog names it ended every later command
+    in a 35-line DELTA_TABLE_NOT_FOUND traceback; a commit cut short, in 332 lines of Java."""
+    root = tmp_path / "lake"
+    _write_docs(root / "in", "a.jsonl", ["First document.", "Second document.", "First document."])
+    _ingest(root)
+    db = root / "warehouse" / "climb.db"
+
+    # A table folder deleted by hand: its entry goes, and the stage that writes it writes it again.
+    shutil.rmtree(db / "duplicates")
+    done = _ingest(root)
+    _quiet(done)
+    assert _said(done) == [f"climb-spark: table climb.duplicates: its folder under {root}/warehouse is gone (deleted or "
+                           "moved by hand), so its catalog entry named nothing and was removed; the stage that writes "
+                           "it (`climb-spark stages`) writes it again, and a folder put back is registered again"]
+    assert "2 documents (0 new) + 1 duplicates" in _summary(done)
+    assert json.loads(_sql(root, "SELECT count(*) AS n FROM climb.duplicates").stdout) == {"n": 1}
+
+    # A table folder moved away and back: the entry dropped meanwhile, the folder registered again.
+    shutil.move(str(db / "documents"), str(tmp_path / "documents-aside"))
+    done = _sql(root, "SHOW TABLES IN climb")
+    assert done.returncode == 0 and "climb.documents: its folder" in done.stderr
+    assert "documents" not in done.stdout
+    shutil.move(str(tmp_path / "documents-aside"), str(db / "documents"))
+    done = _sql(root, "SELECT count(*) AS n FROM climb.documents")
+    _quiet(done)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"n": 2}
+    assert _said(done) == ["climb-spark: table climb.documents: its folder held a Delta table the catalog did not "
+                           "name; registered it again"]
+
+    # The latest commit of a table cut short: one line naming it and the way back, exit 3.
+    commit = db / "documents" / "_delta_log" / "00000000000000000001.json"
+    original = commit.read_bytes()
+    commit.write_bytes(original[: len(original) // 2])
+    done = _sql(root, "SELECT count(*) AS n FROM climb.documents")
+    _quiet(done)
+    assert done.returncode == 3
+    assert _said(done) == [f"climb-spark: precondition: table climb.documents: its Delta commit {commit} is not JSON "
+                           "at line 1 (cut short or overwritten), so the table cannot be read: `climb-spark repair` "
+                           "moves it aside (the table goes back to version 0), then re-run the stage that writes the "
+                           "table"]
+    fixed = climb("repair", {"lakehouse.root": str(root)})
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert fixed.stdout.splitlines() == [f"repair: table climb.documents: its cut-short commit 00000000000000000001 moved "
+                                         f"to {root}/repaired/climb.documents; the table is back at version 0: re-run "
+                                         "the stage that writes it"]
+    assert (root / "repaired" / "climb.documents" / commit.name).read_bytes() == original[: len(original) // 2]
+    assert not list(commit.parent.glob("*00000000000000000001.*"))  # its checksums went with it
+    done = _sql(root, "SELECT count(*) AS n FROM climb.documents")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"n": 0}
+    assert "that a failed write left uncommitted" in done.stderr  # the cut commit's data files
+    assert "2 documents (2 new)" in _summary(_ingest(root))
