@@ -36,6 +36,7 @@ def experiment(cfg: MlflowConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        follow_copied_store(cfg)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
     if found is not None and found.lifecycle_stage == "deleted":
@@ -52,6 +53,42 @@ def experiment(cfg: MlflowConfig) -> str:
     return mlflow.create_experiment(cfg.experiment, artifact_location=location)
 
 
+def follow_copied_store(cfg: MlflowConfig) -> None:
+    """A local SQLite store copied or moved with its lakehouse still names the old place's artifact
+    folder (each experiment's artifact location and each run's artifact URI are absolute), so the
+    copy's runs would write their models and figures into the original's folder. Where the config
+    keeps the artifacts beside the store and an experiment's location is that same place beside
+    another folder, the experiment and its runs are pointed at the store's own folder, with a line."""
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    location = cfg.artifact_location
+    store = Path(cfg.tracking_uri.removeprefix("sqlite:///"))
+    if not location or not is_local_path(location) or not store.is_file():
+        return
+    here = Path(location.removeprefix("file://")).resolve()
+    try:
+        rel = here.relative_to(store.resolve().parent)
+    except ValueError:
+        return  # artifacts kept elsewhere than beside the store: nothing moved with it
+    with sqlite3.connect(store) as con:
+        for exp_id, name, old in con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall():
+            parsed = urlparse(old or "")
+            if parsed.scheme not in ("", "file"):
+                continue
+            former = Path(unquote(parsed.path))
+            if former == here or not rel.parts or former.parts[-len(rel.parts):] != rel.parts:
+                continue
+            runs = con.execute("SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?", (exp_id,)).fetchall()
+            new = here.as_uri()
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
+            for run, uri in runs:
+                if uri and uri.startswith(old):
+                    con.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (new + uri[len(old):], run))
+            print(f"climb-spark: MLflow store {store} was copied or moved from beside {former}: experiment {name!r} "
+                  f"and its {len(runs)} runs now keep their artifacts in {here}", file=sys.stderr, flush=True)
+
+
 def reader(cfg: MlflowConfig):
     """An MlflowClient on the configured store for reading, or None where a local SQLite store does
     not exist yet (opening it would create it): nothing has been tracked there."""
@@ -60,6 +97,8 @@ def reader(cfg: MlflowConfig):
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
+    if uri.startswith("sqlite:///"):
+        follow_copied_store(cfg)
     return MlflowClient(uri)
 
 

@@ -2,6 +2,7 @@
 search, compare and export), then fresh processes read the tables by name through the persistent
 local catalog, resume a killed search and check the exported dataset."""
 import json
+import math
 import os
 import re
 import signal
@@ -351,6 +352,45 @@ def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
                                 "WHERE search_id = '{sid}'").first()[0]
     """)
     assert out["rows"] == [6, 6] and out["runs"] == 6
+
+
+def test_a_proxy_that_prints_nan_stops_the_search_in_one_line_and_the_fixed_trainer_resumes(pipeline, tmp_path):
+    """Issue 29: a command proxy that printed NaN ended the search in a traceback, and the NaN, kept,
+    failed every run after the trainer was fixed. Now: one line naming the mixture and the trainer's
+    last output, exit 5; fixed, the same command reuses the finished proxies and trains the rest."""
+    sets, _ = pipeline
+    trainer, broken = tmp_path / "trainer.py", tmp_path / "broken"
+    trainer.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        w = [float(v) for v in json.load(sys.stdin)["weights"].values()]
+        if os.path.exists({str(broken)!r}) and max(w) > 0.5:
+            print("step 20: loss nan")
+            print("NaN")
+        else:
+            print(-sum(v * v for v in w))
+    """))
+    broken.touch()
+    command = {**sets, "proxy.kind": "command", "search.parallelism": "1", "search.budget": "[6]",
+               "search.seed": "7", "proxy.command": json.dumps([sys.executable, str(trainer)])}
+    done = climb("search", command, "--method", "random")
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("climb-spark:")]
+    assert re.match(r"climb-spark: proxy failed: search random-\w+ iteration 1: proxy \d \(mixture [\d:., ]+\) gave "
+                    r"no score: proxy command \S+ printed 'NaN': its score is not a finite number; its last output: "
+                    r"step 20: loss nan \| NaN; 1 failed, \d of 6 finished and kept", line), line
+    finished = done.stdout.count(" done, score ")
+    broken.unlink()
+    again = climb("search", command, "--method", "random")
+    assert again.returncode == 0, again.stderr[-3000:]
+    if finished:
+        assert f"reusing {finished} finished proxies, training {6 - finished}" in again.stdout
+    sid = re.search(r"search (random-\w+) \(random\): 6 proxies", again.stdout).group(1)
+    out = query(sets, f"""
+        out["rows"] = [r.score for r in spark.sql("SELECT score FROM climb.proxy_results "
+                                                  "WHERE search_id = '{sid}'").collect()]
+    """)
+    assert len(out["rows"]) == 6 and all(math.isfinite(v) for v in out["rows"])
 
 
 def test_proxies_from_a_shared_base_train_it_once_per_pool(pipeline):

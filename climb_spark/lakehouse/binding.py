@@ -78,6 +78,7 @@ def bind(spark, root: Path, warehouse: Path) -> Rebound | None:
                 f"moved or restored from there), and this folder lacks {len(missing)} of them: "
                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; nothing was changed: copy the whole "
                 f"lakehouse folder, or give this job a lakehouse.root of its own")
+
         def here(uri: str) -> str | None:
             """The location under this warehouse, written as Spark writes one (java.net.URI's quoting)."""
             rel = _under(local_path(uri or "") or Path("/"), former)

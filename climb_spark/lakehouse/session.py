@@ -125,21 +125,22 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     if opened:
-        # Before anything opens the catalog: a copied lakehouse's catalog names the original's tables.
         try:
-            rebound = binding.bind(spark, local_root(cfg), warehouse)
+            _agree(spark, local_root(cfg), warehouse)
         except BaseException:
             spark.stop()
             raise
-        if rebound:
-            print(f"climb-spark: this lakehouse was copied, moved or restored from {Path(rebound.former).parent}: "
-                  f"its catalog named the tables there; {len(rebound.tables)} re-registered at their folders under "
-                  f"{local_root(cfg)} ({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
-        try:
-            repairs = binding.check(spark, local_root(cfg), warehouse)
-        except BaseException:
-            spark.stop()
-            raise
-        for line in repairs.lines(warehouse):
-            print(line, file=sys.stderr, flush=True)
     return spark
+
+
+def _agree(spark: SparkSession, root: Path, warehouse: Path) -> None:
+    """The local catalog and the lakehouse's folders made to agree before anything reads a table:
+    first its own tables (a copied lakehouse's catalog names the original's), then each table
+    against its folder."""
+    rebound = binding.bind(spark, root, warehouse)
+    if rebound:
+        print(f"climb-spark: this lakehouse was copied, moved or restored from {Path(rebound.former).parent}: its "
+              f"catalog named the tables there; {len(rebound.tables)} re-registered at their folders under {root} "
+              f"({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
+    for line in binding.check(spark, root, warehouse).lines(warehouse):
+        print(line, file=sys.stderr, flush=True)

@@ -51,10 +51,10 @@ class ProxySpec:
     seed: int
 
 
-def proxy_key(pool_id: str, proxy: ProxyConfig, seed: int, weights) -> str:
-    """Names one proxy training: same pool (its id and the digest of its tokens, target included),
-    settings, seed and mixture = same result."""
-    key = {"pool": pool_id, "proxy": proxy_settings(proxy), "seed": seed,
+def proxy_key(pool_key: str, proxy: ProxyConfig, seed: int, weights) -> str:
+    """Names one proxy training: same pool (`Pool.key`: its id and the digest of its tokens, target
+    included), settings, seed and mixture = same result."""
+    key = {"pool": pool_key, "proxy": proxy_settings(proxy), "seed": seed,
            "weights": [round(float(w), 9) for w in weights]}
     return content_id(key, 16)
 

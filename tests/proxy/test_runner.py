@@ -62,7 +62,7 @@ def test_a_batch_of_proxies_is_one_proxy_results_commit_and_staged_results_survi
 
     # The driver dies after two proxies of the next round finished: staged, not committed yet.
     for spec in specs[3:5]:
-        runner._record(spec, proxy_key(pool.pool_id, proxy, spec.seed, spec.weights),
+        runner._record(spec, proxy_key(pool.key, proxy, spec.seed, spec.weights),
                        run_command(proxy.command, spec, pool, {i: w for i, w in enumerate(spec.weights) if w > 0}))
     assert table_version(spark, table) == created + 1 and len(read_staged(runner.staging("s1"))) == 2
 
