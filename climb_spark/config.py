@@ -52,7 +52,7 @@ class Bounds:
         high = hi is not None and (value >= hi if self.hi_open else value > hi)
         if not (low or high):
             return None
-        if self.lo is not None and self.hi is not None:
+        if self.lo is not None and self.hi is not None and self.hi not in (INT32_MAX, INT64_MAX):
             span = f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
             return f"{self.label} in {span}" if self.label else f"must be in {span}"
         if high:

@@ -50,7 +50,13 @@ def experiment(cfg: MlflowConfig) -> str:
     location = cfg.artifact_location
     if location and is_local_path(location):
         location = Path(location.removeprefix("file://")).resolve().as_uri()
-    return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    others = [e.name for e in mlflow.search_experiments(view_type=mlflow.entities.ViewType.ALL) if e.name != "Default"]
+    created = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    if others:  # a store with experiments of its own, not this one: renamed in the UI, or a new name set
+        print(f"climb-spark: MLflow experiment {cfg.experiment!r} is not in {uri} (it holds {', '.join(others[:5])}); "
+              f"created it (id {created}): searches start new runs in it, finished proxies are still reused",
+              file=sys.stderr, flush=True)
+    return created
 
 
 def follow_copied_store(cfg: MlflowConfig) -> None:

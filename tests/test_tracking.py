@@ -45,6 +45,13 @@ def test_an_experiment_deleted_in_the_ui_is_restored_with_its_runs_and_a_search_
         f"climb-spark: MLflow experiment 'climb-spark' (id {first.experiment_id}) was deleted; restored it with its runs"]
     assert experiment(cfg) == first.experiment_id and capfd.readouterr().err == ""  # said once
 
+    # Renamed in the UI: a new experiment under the configured name, with a line saying so.
+    client.rename_experiment(first.experiment_id, "climb-spark-old")
+    created = experiment(cfg)
+    assert created != first.experiment_id and capfd.readouterr().err.splitlines() == [
+        f"climb-spark: MLflow experiment 'climb-spark' is not in {cfg.tracking_uri} (it holds climb-spark-old); "
+        f"created it (id {created}): searches start new runs in it, finished proxies are still reused"]
+
 
 def test_a_store_copied_with_its_lakehouse_keeps_the_copys_artifacts_in_the_copy(tmp_path):
     """Issue 30: a copied lakehouse wrote into the original. Its MLflow store names the original's
