@@ -375,14 +375,20 @@ class SearchConfig:
     # LightGBM model, 90/10 early stopping).
     predictor: str = field(default="ensemble", metadata=_choice("ensemble", "recipe"))
     folds: int = field(default=5, metadata=_at_least(2))
-    # climb's later batches: `local` (an optimistic bound, mean + kappa * spread, over Dirichlet(p)
-    # and candidates around the best observed, min_distance apart) or `recipe` (uniform from the
-    # predicted top max(n^2, top_min)).
+    # climb's later batches: `local` (the predicted best, mean + explore_kappa x spread, over
+    # candidates spread across the simplex and around the best observed mixtures, min_distance
+    # apart and never a mixture trained before) or `recipe` (uniform from the predicted top
+    # max(n^2, top_min) of Dirichlet(p)).
     explore: str = field(default="local", metadata=_choice("local", "recipe"))
-    # The final mixture: `robust` (the best pessimistic bound, mean - kappa * spread, among the
-    # observed mixtures and candidates; the best observed where the predictor cannot rank),
-    # `argmax` of the refitted predictor (the paper), or the mean of its top_mean_n best.
-    final: str = field(default="robust", metadata=_choice("robust", "argmax", "top-mean"))
+    # The optimism of those batches: 0 = the predicted best; above 0 favours mixtures the predictor
+    # is unsure of, below 0 stays where it is sure.
+    explore_kappa: float = field(default=0.0, metadata=_within(-10, 10))
+    # The final mixture: `evaluated` (the last batch trains the best pessimistic bound, mean -
+    # kappa x spread, and the final is the best such bound among the trained mixtures, so it has
+    # an observed score), `robust` (the best pessimistic bound among the trained mixtures and
+    # untrained candidates), `argmax` of the refitted predictor (the paper), or the mean of its
+    # top_mean_n best. Where the predictor cannot rank, climb returns the best observed mixture.
+    final: str = field(default="evaluated", metadata=_choice("evaluated", "robust", "argmax", "top-mean"))
     top_mean_n: int = field(default=128, metadata=AT_LEAST_1)
     kappa: float = 1.0
     # L1 distance between two mixtures, at most 2.
@@ -394,12 +400,38 @@ class SearchConfig:
     doremi_smoothing: float = field(default=1e-3, metadata=_within(0, 1))
     # Proxies trained at once; 0 = the session's default parallelism.
     parallelism: int = 0
+    # Data availability: no mixture (proposed, trained or returned, by any method) asks for more than
+    # max_passes passes over a super-cluster's tokens when token_budget tokens are drawn (0 =
+    # export.token_budget, whose 0 is every kept token). 4 passes cost next to nothing against unique
+    # data (Muennighoff et al. 2023); CLIMB's sampler allows 15x the prior, AI2's Olmix 5 passes.
+    # 0 = no limit.
+    token_budget: int = field(default=0, metadata={"bounds": Bounds(0, INT64_MAX)})
+    max_passes: float = 4.0
+
+
+@dataclass(frozen=True)
+class TargetModelConfig:
+    """The larger model compare retrains every method's mixture with, beside the proxy: what the
+    search optimized must also win for a model closer to the one you will train. Settings left
+    null follow the proxy's: twice its width (d_model), its depth, twice its steps."""
+
+    enabled: bool = True
+    d_model: int | None = field(default=None, metadata=AT_LEAST_1)
+    n_layers: int | None = field(default=None, metadata=AT_LEAST_1)
+    n_heads: int | None = field(default=None, metadata=AT_LEAST_1)
+    steps: int | None = field(default=None, metadata=AT_LEAST_1)
+    batch_size: int | None = field(default=None, metadata=AT_LEAST_1)
+    lr: float | None = field(default=None, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata=_choice(*METHODS))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    target_model: TargetModelConfig = field(default_factory=TargetModelConfig)
+    # The margin between the best method and each other one is called significant when its paired
+    # (same seeds) two-sided interval at this confidence excludes zero.
+    confidence: float = field(default=0.95, metadata=_within(0.5, 1, hi_open=True))
 
 
 @dataclass(frozen=True)
@@ -683,6 +715,8 @@ def check_search(cfg: Config) -> None:
         raise ConfigError(f"search.budget: needs one or more positive batch sizes, got {s.budget}")
     if sum(s.budget) < 2 and s.method in ("climb", "climb-paper", "regmix"):
         raise ConfigError("search.budget: the predictor needs at least 2 proxies")
+    if s.max_passes != 0 and not 1 <= s.max_passes < float("inf"):
+        raise ConfigError(f"search.max_passes: at least 1 pass (or 0 for no limit), got {s.max_passes}")
     check_method(s.method, cfg)
     if cfg.proxy.kind == "command" and not cfg.proxy.command:
         raise ConfigError("proxy.command: required with proxy.kind=command (an argv list)")

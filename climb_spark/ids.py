@@ -54,6 +54,8 @@ def search_id(cfg: Config, pool: str, method: str) -> str:
     settings = dataclasses.asdict(cfg.search)
     for k in ("search_id", "method", "parallelism"):
         settings.pop(k)
+    # The budget the data-availability bounds are taken at (search.token_budget 0 follows export's).
+    settings["token_budget"] = cfg.search.token_budget or cfg.export.token_budget
     key = {"method": method, "pool": pool, "search": settings, "proxy": proxy_settings(cfg.proxy)}
     return f"{method}-" + content_id(key, 10)
 

@@ -69,8 +69,9 @@ def test_bad_values_name_the_key(override, message):
         load([LOCAL], [override])
 
 
-def _numeric_keys() -> list[tuple[str, type, int | None, bool]]:
-    """(dotted key, int or float, an integer's upper bound, whether a list) of every number setting."""
+def _numeric_keys() -> list[tuple[str, type, int | None, bool, float]]:
+    """(dotted key, int or float, an integer's upper bound, whether a list, a value below its range)
+    of every number setting."""
     import dataclasses
     import typing
 
@@ -85,16 +86,17 @@ def _numeric_keys() -> list[tuple[str, type, int | None, bool]]:
             is_list = typing.get_origin(tp) is list
             kind = typing.get_args(tp)[0] if is_list else tp
             if kind in (int, float):
-                hi = f.metadata.get("bounds", DEFAULT_BOUNDS).hi
-                out.append((f"{section.name}.{f.name}", kind, int(hi or INT32_MAX) if kind is int else None, is_list))
+                bounds = f.metadata.get("bounds", DEFAULT_BOUNDS)
+                out.append((f"{section.name}.{f.name}", kind, int(bounds.hi or INT32_MAX) if kind is int else None,
+                            is_list, (bounds.lo or 0) - 2))
     return out
 
 
-@pytest.mark.parametrize("key, kind, hi, is_list", _numeric_keys(), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_number_setting_is_checked_as_a_number(key, kind, hi, is_list):
+@pytest.mark.parametrize("key, kind, hi, is_list, below", _numeric_keys(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_number_setting_is_checked_as_a_number(key, kind, hi, is_list, below):
     """NaN and infinities pass any check written as a comparison and then decide a choice (a NaN
     search.kappa returned the first mixture tried); integers past 2^31-1 failed inside a Spark job."""
-    bad = [".nan", ".inf", "-.inf", "-2"] if kind is float else [str(hi + 1), "-1", "1.5"]
+    bad = [".nan", ".inf", "-.inf", str(below)] if kind is float else [str(hi + 1), "-1", "1.5"]
     for value in bad:
         with pytest.raises(ConfigError, match="^" + re.escape(f"{key}[0]" if is_list else key) + ": "):
             load([LOCAL], [f"{key}={f'[{value}]' if is_list else value}"])
@@ -155,7 +157,7 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
     (["search.budget=[8, 0]"], "search.budget: needs one or more positive batch sizes"),
     (["search.folds=1"], "search.folds: must be at least 2, got 1"),
     (["search.min_cv_spearman=2"], "search.min_cv_spearman: a Spearman correlation in [-1, 1]"),
-    (["search.final=best"], "search.final: must be one of robust, argmax, top-mean"),
+    (["search.final=best"], "search.final: must be one of evaluated, robust, argmax, top-mean"),
     (["proxy.kind=command"], "proxy.command: required with proxy.kind=command"),
     (["search.method=doremi", "proxy.kind=command", "proxy.command=[echo]"],
      "search.method: doremi trains the built-in proxy (proxy.kind=torch)"),

@@ -46,6 +46,8 @@ class Pool:
     # A digest of every token the pool holds (content.json): a rebuilt pool whose tokens differ
     # (documents added under the same clustering) names its proxies differently.
     content: str = ""
+    # Each super-cluster's tokens as the tables count them (export's unit), for data availability.
+    n_tokens: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -73,7 +75,8 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root))
+                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root),
+                tuple(int(s["n_tokens"]) for s in supers))
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
@@ -112,7 +115,7 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
     empty = [r["super_cluster_id"] for r in records if r["n_tokens"] == 0]
     if empty:
         why = ("the target was held out; lower target.holdout_fraction" if cfg.target.kind == "holdout" else
-               f"the target's own documents were left out (the target file holds all of theirs)")
+               "the target's own documents were left out (the target file holds all of theirs)")
         raise InputError(f"super-clusters {empty} have no training documents left after {why}")
     if cfg.target.kind != "choices":
         n_docs, n_tokens = counts[("target", TARGET)]

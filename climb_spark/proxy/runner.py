@@ -234,9 +234,9 @@ class ProxyRunner:
     """Trains the proxies of one search (or comparison), reusing every finished one."""
 
     def __init__(self, spark: SparkSession, pool: Pool, proxy: ProxyConfig, target: TargetConfig, table: str,
-                 tracker, parallelism: int = 0, log: Callable[[str], None] = print):
+                 tracker, parallelism: int = 0, log: Callable[[str], None] = print, role: str = "search"):
         self.spark, self.pool, self.proxy, self.target, self.table = spark, pool, proxy, target, table
-        self.tracker, self.log = tracker, log
+        self.tracker, self.log, self.role = tracker, log, role
         self.parallelism = parallelism or default_parallelism(spark)
 
     def finished(self, search_id: str) -> dict[str, dict]:
@@ -274,9 +274,11 @@ class ProxyRunner:
         names its mixture and the trainer's last output."""
         keys = [proxy_key(self.pool.key, self.proxy, s.seed, s.weights) for s in specs]
         done = self.finished(specs[0].search_id) if specs else {}
-        todo = [(s, k) for s, k in zip(specs, keys) if k not in done]
-        if len(todo) < len(specs):
-            self.log(f"{label}: reusing {len(specs) - len(todo)} finished proxies, training {len(todo)}")
+        # One training per key: specs naming the same mixture and seed share its result.
+        todo = list({k: (s, k) for s, k in zip(specs, keys) if k not in done}.values())
+        reused = len(set(keys)) - len(todo)
+        if reused:
+            self.log(f"{label}: reusing {reused} finished proxies, training {len(todo)}")
         if todo and self.proxy.kind == "torch" and self.proxy.init == "base":
             ensure_base(self.spark, self.pool, self.proxy, self.log)
         started, times, failures = time.monotonic(), [], []
@@ -338,7 +340,7 @@ class ProxyRunner:
                "loss_curve": [float(v) for v in result.get("loss_curve") or []],
                "tokens_trained": int(result.get("tokens_trained") or 0), "seconds": float(result["seconds"]),
                "mlflow_run_id": run_id, "pool_id": self.pool.pool_id,
-               "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
+               "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime(), "role": self.role}
         # Staged whole (a temporary name and a rename, or one PUT) before the progress line says
         # it is done; committed to the table with the rest of the batch.
         staged = dict(row, finished_at=row["finished_at"].isoformat())

@@ -137,6 +137,13 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         "target": {"kind": cfg.target.kind, **(dataclasses.asdict(overlap) if overlap else {})},
         "warnings": [w for w in [overlap and overlap.warning(cfg.target.max_overlap)] if w],
     }
+    limit = cfg.search.max_passes
+    over = [c for c in manifest["super_clusters"] if limit and c["passes"] > limit * (1 + 1e-6)]
+    if over:
+        manifest["warnings"].append(
+            "super-clusters " + ", ".join(f"{c['super_cluster_id']} (x{c['passes']:.2f})" for c in over)
+            + f" are repeated past search.max_passes={limit:g} at this token budget ({budget:,}); the search bounded "
+            "its mixtures for search.token_budget, so export a smaller budget or search again with this one")
     if largest is not None and total_tokens and largest["n_tokens"] > e.max_doc_share * total_tokens:
         manifest["warnings"].append(
             f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "
