@@ -338,7 +338,8 @@ class _Search:
 
     def _explained(self, weights: np.ndarray, fit, best: Pair) -> Result:
         s = self.cfg
-        (mean, spread), (best_mean, best_spread) = (np.ravel(v) for v in _dist(fit, np.vstack([weights, best.weights])))
+        means, spreads = _dist(fit, np.vstack([weights, best.weights]))
+        (mean, best_mean), (spread, best_spread) = np.ravel(means), np.ravel(spreads)
         observed = next((p.score for p in self.history if mixture_key(p.weights) == mixture_key(weights)), None)
         bound = f"pessimistic bound mean - {s.kappa:g} x spread"
         if observed is not None and mixture_key(weights) == mixture_key(best.weights):
