@@ -255,7 +255,8 @@ class _Search:
         if last and s.final == "evaluated" and self._can_rank():
             # The last batch trains what the final choice would return now, so that the mixture
             # returned is one that was trained, with a score observed and not only predicted.
-            picks = [self._robust_pick(fit)]
+            pick = self._robust_pick(fit)
+            picks = [] if mixture_key(pick) in self.seen else [pick]
         return self._diverse(cands, value, n, picks)
 
     def _local_candidates(self, n: int, centres: np.ndarray | None = None) -> np.ndarray:
