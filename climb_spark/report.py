@@ -417,7 +417,9 @@ def _comparison_section(r: _Reader, rows: list[dict] | None) -> tuple[bool, str]
         if not mine:
             continue
         lead = mine[0]
-        verdict = ("" if lead.get("significant") is None else
+        verdict = ("" if lead.get("margin") is None else
+                   f" Its lead over {e(lead['margin_against'])} is {lead['margin']:+.4f} (one seed: no interval)."
+                   if lead.get("margin_low") is None else
                    f" Its lead over {e(lead['margin_against'])} is <b>{'significant' if lead['significant'] else 'not significant'}</b>"
                    f" ({lead['margin']:+.4f}, interval [{lead['margin_low']:+.4f}, {lead['margin_high']:+.4f}]).")
         out.append(f"<h3>{scale.capitalize()} scale: {e(lead.get('model') or '')}</h3>"

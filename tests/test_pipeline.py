@@ -277,7 +277,11 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", stdout, re.M)
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
-    assert manifest["warnings"] == []
+    # A small corpus and a concentrated mixture can put one document above the share limit; whatever
+    # is warned is in the manifest and on stdout alike, and nothing else is.
+    assert all(re.fullmatch(r"document [0-9a-f]{32} is [0-9.]+% of the exported tokens \(above "
+                            r"export.max_doc_share=0.05\); see ingest.max_doc_chars", w) for w in manifest["warnings"])
+    assert sorted(manifest["warnings"]) == sorted(re.findall(r"^  +WARNING (document .*)$", stdout, re.M)), stdout[-3000:]
     budget = manifest["token_budget"] // 2
     # A share limit every document is above: the largest one is named in the manifest and on stdout.
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
