@@ -8,6 +8,7 @@ from typing import Sequence
 
 from climb_spark.config import Config, load
 from climb_spark.errors import ClimbError, ConfigError, disk_full
+from climb_spark.lakehouse import object_store
 
 DEFAULT_PROFILE = "conf/local.yaml"
 
@@ -76,6 +77,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    cfg = None
     try:
         overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
         cfg = load(args.conf or [DEFAULT_PROFILE], overrides)
@@ -86,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"climb-spark: {err.kind}: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:
+        down = object_store.stopped_answering(err, cfg.s3) if cfg is not None else None
+        if down is not None:
+            print(f"climb-spark: {down.kind}: {down}", file=sys.stderr)
+            return down.exit_code
         full = disk_full(err)
         if full is None:
             raise
@@ -113,7 +119,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
         return 0
     if args.command == "sample-corpus":
-        _log(corpus.build(cfg.corpus).summary())
+        _log(corpus.build(cfg.corpus, cfg.s3).summary())
         return 0
     if args.command == "resolve-jars":
         if not cfg.spark.jars_dir:

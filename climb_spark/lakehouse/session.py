@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
-from climb_spark.lakehouse import class_archive, orphans
+from climb_spark.lakehouse import class_archive, object_store, orphans
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -19,13 +19,25 @@ DELTA_CONF = {
 }
 
 
-def _local_root(cfg: Config) -> Path:
-    """The lakehouse root as a local folder, where the local catalog keeps its metastore."""
+def _metastore_dir(cfg: Config) -> Path:
+    """The local folder where the local catalog keeps its metastore: spark.metastore_dir, else the
+    lakehouse root, which must then be local."""
+    if cfg.spark.metastore_dir:
+        return Path(cfg.spark.metastore_dir.removeprefix("file://")).resolve()
     if not is_local_path(cfg.lakehouse.root):
         raise ConfigError(f"lakehouse.root: {cfg.lakehouse.root} is not a local folder, and spark.local_catalog "
-                          "(embedded Derby) keeps its metastore there; use a local root, or set "
-                          "spark.local_catalog=false with a shared metastore (Glue, Unity Catalog)")
+                          "(embedded Derby) keeps its metastore there; use a local root, set spark.metastore_dir "
+                          "to a folder on the driver's disk, or set spark.local_catalog=false with a shared "
+                          "metastore (Glue, Unity Catalog)")
     return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
+
+
+def _warehouse(cfg: Config) -> str:
+    """Where the local catalog's tables live: {lakehouse.root}/warehouse, local or on a store."""
+    root = cfg.lakehouse.root
+    if is_local_path(root):
+        return str(Path(root.removeprefix("file://")).resolve() / "warehouse")
+    return f"{root.rstrip('/')}/warehouse"
 
 
 def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]:
@@ -37,16 +49,17 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
         conf.update(DELTA_CONF)
+    conf.update(object_store.hadoop_conf(cfg.s3))
     if cfg.spark.local_catalog:
-        root_path = _local_root(cfg)
+        metastore = _metastore_dir(cfg)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
-            "spark.sql.warehouse.dir": str(root_path / "warehouse"),
+            "spark.sql.warehouse.dir": _warehouse(cfg),
             # Embedded Derby keeps the table names between sessions; one JVM at a time may open it.
             "spark.hadoop.javax.jdo.option.ConnectionURL":
-                f"jdbc:derby:;databaseName={root_path / 'metastore_db'};create=true",
+                f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         })
-        java_opts.append(f"-Dderby.system.home={root_path}")
+        java_opts.append(f"-Dderby.system.home={metastore}")
     conf["spark.driver.extraJavaOptions"] = " ".join([*java_opts, *cfg.spark.driver_java_options])
     conf.update(cfg.spark.conf)
     return conf
@@ -105,8 +118,10 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     for key, value in conf.items():
         builder = builder.config(key, value)
     if cfg.spark.local_catalog:
-        _local_root(cfg).mkdir(parents=True, exist_ok=True)
-        if hold_local_lakehouse(_local_root(cfg)):
+        _metastore_dir(cfg).mkdir(parents=True, exist_ok=True)
+        # The lock keeps the catalog to one job; the sweep of uncommitted files covers a local
+        # warehouse only (docs/reliability.md: on an object store, VACUUM removes them).
+        if hold_local_lakehouse(_metastore_dir(cfg)) and is_local_path(cfg.lakehouse.root):
             warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
             for table, (files, size) in orphans.sweep(warehouse).items():
                 print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "

@@ -18,10 +18,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import Config
+from climb_spark.config import Config, S3Config
 from climb_spark.curated import kept_documents, super_clusters, target_filter
 from climb_spark.errors import ConfigError, InputError
 from climb_spark.ids import pool_id
+from climb_spark.lakehouse import files
 from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import TOKEN_POOLS, Lakehouse
 from climb_spark.lakehouse.tasks import worker_cached
@@ -39,6 +40,8 @@ class Pool:
     prior: tuple[float, ...]
     cluster_run_id: str
     target_kind: str
+    # The object store the pool's files are on, when they are (proxy tasks read them through it).
+    s3: S3Config = S3Config()
 
     def train_path(self, super_cluster_id: int) -> str:
         return f"{self.root}/tokens/split=train/super_cluster_id={super_cluster_id}"
@@ -61,7 +64,7 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind)
+                supers[0]["cluster_run_id"], cfg.target.kind, cfg.s3)
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
@@ -197,14 +200,15 @@ def _choices_target(spark: SparkSession, cfg: Config, tokenizer) -> DataFrame:
     return spark.createDataFrame(rows, "item int, context array<int>, choices array<array<int>>, label int")
 
 
-def read_tokens(path: str, limit: int) -> np.ndarray:
+def read_tokens(path: str, limit: int, s3: S3Config) -> np.ndarray:
     """The first `limit` tokens of a pool's shards (all of them if limit is 0), cached per worker."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     def load() -> np.ndarray:
         chunks, total = [], 0
-        for batch in ds.dataset(path, format="parquet").to_batches(columns=["tokens"]):
+        filesystem, where = files.filesystem(path, s3)
+        for batch in ds.dataset(where, format="parquet", filesystem=filesystem).to_batches(columns=["tokens"]):
             flat = pc.list_flatten(batch.column(0)).to_numpy(zero_copy_only=False).astype(np.int32)
             chunks.append(flat)
             total += len(flat)
@@ -215,9 +219,10 @@ def read_tokens(path: str, limit: int) -> np.ndarray:
     return worker_cached("pool-tokens", (path, limit), load)
 
 
-def read_choices(path: str) -> list[tuple[np.ndarray, list[np.ndarray], int]]:
+def read_choices(path: str, s3: S3Config) -> list[tuple[np.ndarray, list[np.ndarray], int]]:
     import pyarrow.dataset as ds
 
-    table = ds.dataset(path, format="parquet").to_table().to_pylist()
+    filesystem, where = files.filesystem(path, s3)
+    table = ds.dataset(where, format="parquet", filesystem=filesystem).to_table().to_pylist()
     return [(np.asarray(r["context"], np.int32), [np.asarray(c, np.int32) for c in r["choices"]], r["label"])
             for r in sorted(table, key=lambda r: r["item"])]

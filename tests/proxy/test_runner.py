@@ -51,13 +51,13 @@ def test_a_batch_of_proxies_is_one_proxy_results_commit_and_staged_results_survi
     assert table_version(spark, table) == created + 1  # three proxies, one commit
     assert [r["score"] for r in first] == pytest.approx([-2.0, -2.0, 0.0])
     assert sum(" done, score " in line for line in lines) == 3
-    assert read_staged(runner.staging("s1")) == []  # committed, then unstaged
+    assert read_staged(runner.staging("s1"), pool.s3) == []  # committed, then unstaged
 
     # The driver dies after two proxies of the next round finished: staged, not committed yet.
     for spec in specs[3:5]:
         runner._record(spec, proxy_key(pool.pool_id, proxy, spec.seed, spec.weights),
                        run_command(proxy.command, spec, pool, {i: w for i, w in enumerate(spec.weights) if w > 0}))
-    assert table_version(spark, table) == created + 1 and len(read_staged(runner.staging("s1"))) == 2
+    assert table_version(spark, table) == created + 1 and len(read_staged(runner.staging("s1"), pool.s3)) == 2
 
     lines.clear()
     again = ProxyRunner(spark, pool, proxy, TargetConfig(), table, None, 2, lines.append)
@@ -65,6 +65,6 @@ def test_a_batch_of_proxies_is_one_proxy_results_commit_and_staged_results_survi
     assert lines[0] == "round 2: reusing 5 finished proxies, training 1"
     # The staged pair in one commit, the new proxy in another: not one version per proxy.
     assert table_version(spark, table) == created + 3
-    assert [r["proxy_index"] for r in rows] == list(range(6)) and read_staged(runner.staging("s1")) == []
+    assert [r["proxy_index"] for r in rows] == list(range(6)) and read_staged(runner.staging("s1"), pool.s3) == []
     assert spark.table(table).where("search_id = 's1'").count() == 6
     assert spark.table(table).select("proxy_key").distinct().count() == 6

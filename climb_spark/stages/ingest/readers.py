@@ -182,8 +182,11 @@ def _open_range(f: BinaryIO, split: Split) -> tuple[BinaryIO, int]:
         return lzma.LZMAFile(f), 0
     if kind == ".zst":
         return io.BufferedReader(_ZstdReader(f), 1 << 20), 0
-    if not isinstance(f, io.BufferedIOBase):
-        f = io.BufferedReader(f)  # pyarrow's remote files: readline by buffer, not byte by byte
+    if not isinstance(f, (io.BufferedReader, io.BufferedRandom, io.BytesIO)):
+        # Lines are read with readline, which only these implement for sure: pyarrow's files (those
+        # of an object store, HDFS) register as io.BufferedIOBase, yet their readline raises
+        # io.UnsupportedOperation (an OSError, which would read as a corrupt file).
+        f = io.BufferedReader(f, 1 << 20)
     if split.start == 0:
         return f, 0
     # The record that straddles `start` belongs to the split before: skip to the end of the line
