@@ -60,6 +60,13 @@ class DiskFullError(ClimbError):
     exit_code = 7
 
 
+class StoreUnavailable(RuntimeError):
+    """A remote file's store stopped answering mid-read (raised inside tasks, lakehouse/files.py).
+    Not an OSError on purpose: the ingest readers take an OSError for a damaged file (a reject),
+    and a store that is away for a moment must fail the task instead, which is retried, rather
+    than be recorded as bad input."""
+
+
 def disk_full(err: BaseException) -> DiskFullError | None:
     """The disk-full error buried in an exception chain (a Py4J trace from the JVM, an OSError)."""
     import errno

@@ -10,6 +10,7 @@ from climb_spark import corpus
 from climb_spark.config import Config
 from climb_spark.errors import PreconditionError
 from climb_spark.lakehouse import object_store
+from climb_spark.lakehouse.session import check_catalog
 from climb_spark.lakehouse.tables import Lakehouse, TableSpec
 from climb_spark.stages.cluster import stage as cluster
 from climb_spark.stages.contract import Data, Files, Stage
@@ -51,6 +52,7 @@ def missing_inputs(stages: Sequence[Stage], exists: Callable[[Data], bool], cfg:
 def check(cfg: Config, stages: Sequence[Stage]) -> None:
     """Everything checkable without Spark, so a bad run fails before it writes anything (for a
     local catalog that includes the tables, so a stage run too early creates no metastore)."""
+    check_catalog(cfg)  # a setting that is wrong goes before a store that is asked
     object_store.check_buckets(object_store.paths(cfg), cfg.s3)
     for stage in stages:
         stage.check(cfg)

@@ -4,12 +4,15 @@ write to pyarrow's filesystems. An object store's settings (`cfg.s3`) are passed
 caller, tasks included, so Python reaches the store Spark reaches."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from climb_spark.config import S3Config
+from climb_spark.errors import StoreUnavailable
 from climb_spark.lakehouse import object_store
 
 
@@ -33,18 +36,59 @@ def filesystem(uri: str, s3: S3Config):
 
 
 def open_input(uri: str, s3: S3Config):
-    """A seekable binary file; a local file through Python's buffered reader (fast readline)."""
+    """A seekable binary file with a fast readline (Python's buffered reader, over a local file or
+    a remote one); a remote store that stops answering raises StoreUnavailable."""
     from pyarrow import fs
 
     filesystem_, path = filesystem(uri, s3)
     if isinstance(filesystem_, fs.LocalFileSystem):
         return open(path, "rb")
-    return filesystem_.open_input_file(path)
+    with _store_errors(uri):
+        return io.BufferedReader(_Remote(filesystem_.open_input_file(path), uri), 1 << 20)
+
+
+@contextmanager
+def _store_errors(uri: str):
+    try:
+        yield
+    except OSError as err:
+        if object_store.unreachable(str(err)):
+            raise StoreUnavailable(f"the store stopped answering while reading {uri}: {err}") from None
+        raise
+
+
+class _Remote(io.RawIOBase):
+    """pyarrow's remote file under Python's buffered reader, its transport errors made
+    StoreUnavailable."""
+
+    def __init__(self, native, uri: str):
+        self._f, self._uri = native, uri
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        with _store_errors(self._uri):
+            return self._f.readinto(b)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with _store_errors(self._uri):
+            return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def read_bytes(uri: str, s3: S3Config) -> bytes:
     filesystem_, path = filesystem(uri, s3)
-    with filesystem_.open_input_stream(path) as f:
+    with filesystem_.open_input_stream(path, compression=None) as f:
         return f.read()
 
 
@@ -75,7 +119,7 @@ def write_bytes(uri: str, data: bytes, s3: S3Config) -> None:
     if local:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     staged = f"{path}.{uuid.uuid4().hex[:8]}.tmp" if local or isinstance(filesystem_, fs.HadoopFileSystem) else path
-    with filesystem_.open_output_stream(staged) as f:
+    with filesystem_.open_output_stream(staged, compression=None) as f:  # bytes as given, whatever the name
         f.write(data)
     if staged != path:
         filesystem_.move(staged, path)

@@ -107,7 +107,7 @@ def check_buckets(paths: Mapping[str, str | None], s3: S3Config) -> None:
             found = filesystem(s3).get_file_info(bucket).type
         except OSError as err:
             text = str(err)
-            if _down(text):
+            if unreachable(text):
                 raise ServiceError(f"{key}: the object store at {where(s3)} does not answer ({_first(text)})") \
                     from None
             if "ACCESS_DENIED" in text or "403" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" \
@@ -127,7 +127,8 @@ _DOWN = ("NETWORK_CONNECTION", "Couldn't connect to server", "Connection refused
          "Unable to execute HTTP request", "connect timed out", "Connection reset")
 
 
-def _down(text: str) -> bool:
+def unreachable(text: str) -> bool:
+    """Whether an error's text says the store did not answer (not that it refused or lacks a key)."""
     return any(marker in text for marker in _DOWN)
 
 
@@ -144,8 +145,9 @@ def stopped_answering(err: BaseException, s3: S3Config) -> ServiceError | None:
     seen: BaseException | None = err
     while seen is not None:
         for line in str(seen).splitlines():
-            if _down(line) and (host in line or "AWS Error" in line or "s3a://" in line):
-                return ServiceError(f"the object store at {where(s3)} stopped answering ({line.strip()[:300]}); "
+            if unreachable(line) and (host in line or "AWS Error" in line or "s3a://" in line):
+                said = line.strip().lstrip(": ")[:300]
+                return ServiceError(f"the object store at {where(s3)} stopped answering ({said}); "
                                     "every table keeps its last committed version: run the job again once it "
                                     "answers")
         seen = seen.__cause__ or seen.__context__

@@ -32,6 +32,12 @@ def _metastore_dir(cfg: Config) -> Path:
     return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
 
 
+def check_catalog(cfg: Config) -> None:
+    """The local catalog has a local folder for its metastore (ConfigError, naming the key)."""
+    if cfg.spark.local_catalog:
+        _metastore_dir(cfg)
+
+
 def _warehouse(cfg: Config) -> str:
     """Where the local catalog's tables live: {lakehouse.root}/warehouse, local or on a store."""
     root = cfg.lakehouse.root

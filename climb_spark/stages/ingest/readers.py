@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
+from climb_spark.errors import StoreUnavailable
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 PARQUET_SUFFIXES = (".parquet",)
@@ -126,6 +128,8 @@ def plan(path: str, length: int, opts: ReadOptions, split_bytes: int, opener: Op
             with opener(path) as f:
                 meta = pq.ParquetFile(f).metadata
             rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        except StoreUnavailable:
+            raise
         except Exception:  # unreadable: one split, which reports why
             return [Split(path)]
         starts = [sum(rows[:i]) for i in range(len(rows))]
@@ -150,7 +154,7 @@ def read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitLi
     counted = counted if counted is not None else SplitLines()
     try:
         f = opener(path)
-    except OSError as err:
+    except OSError as err:  # the store itself not answering is StoreUnavailable, which fails the task
         yield _file_reject(path, f"unreadable file: {err}", b"", opts)
         return
     with f:
@@ -456,6 +460,8 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> It
     try:
         pf = pq.ParquetFile(f)
         names = pf.schema_arrow.names
+    except StoreUnavailable:
+        raise
     except Exception as err:  # pyarrow raises several types for a corrupt footer
         yield _file_reject(path, f"unreadable parquet: {err}", b"", opts)
         return
@@ -475,6 +481,8 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> It
                     continue
                 raw = json.dumps(value, ensure_ascii=False, default=str)
                 yield _from_object(path, row, None, value, opts, raw)
+    except StoreUnavailable:
+        raise
     except Exception as err:
         yield Record(path, row + 1, None, reason=f"corrupt parquet after row {row}: {err}")
 

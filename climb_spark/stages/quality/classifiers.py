@@ -141,7 +141,7 @@ def publish(staging: Path, model_dir: str, quantized: bool, s3: S3Config) -> str
 
 
 def _format(quantized: bool) -> str:
-    return model_path("", "", quantized).suffix.lstrip(".")
+    return model_path("", "model", quantized).suffix.lstrip(".")  # (a bare ".npz" has no suffix)
 
 
 # On an object store a rename is a copy, so the four files could not be swapped in place as one:
