@@ -211,6 +211,12 @@ def test_wrong_credentials_and_a_missing_bucket_are_one_line_before_anything_is_
     assert not (tmp_path / "metastore").exists()  # refused before a session, a catalog or a table
 
 
+# S3A retries a store that refuses connections for ~2.5 minutes with Hadoop's defaults (7 rounds of
+# 5 SDK attempts) before the job fails; the fault tests fail it sooner.
+GIVE_UP_SOONER = {"spark.conf.spark.hadoop.fs.s3a.attempts.maximum": "1",
+                  "spark.conf.spark.hadoop.fs.s3a.retry.limit": "1"}
+
+
 def stop_the_store_when(store: SeaweedFS, proc: subprocess.Popen, appeared, timeout: float = 600) -> str:
     """Freeze the job the moment `appeared()` names an object (a staged data file), stop the store,
     let the job go on against a store that is gone; the object's key."""
@@ -253,7 +259,7 @@ def test_the_store_stopped_mid_ingest_leaves_the_tables_readable_and_the_rerun_c
     reader = files.open_input(big, s3)
     reader.readline()
 
-    proc = subprocess.Popen(_argv("ingest", sets), cwd=ROOT, env=store.env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_argv("ingest", {**sets, **GIVE_UP_SOONER}), cwd=ROOT, env=store.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         staged = stop_the_store_when(store, proc, lambda: next(
@@ -288,7 +294,7 @@ def test_the_store_stopped_mid_export_keeps_the_previous_export_whole_and_the_re
     before = json.loads(fs.open_input_stream(f"{folder}/manifest.json").read())
     old_data = before["data"].removeprefix("s3a://")
     resharded = {**sets, "export.format": "parquet", "export.shards": "2"}
-    proc = subprocess.Popen(_argv("export", resharded), cwd=ROOT, env=store.env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_argv("export", {**resharded, **GIVE_UP_SOONER}), cwd=ROOT, env=store.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         staged = stop_the_store_when(store, proc, lambda: next(

@@ -146,7 +146,7 @@ def stopped_answering(err: BaseException, s3: S3Config) -> ServiceError | None:
     while seen is not None:
         for line in str(seen).splitlines():
             if unreachable(line) and (host in line or "AWS Error" in line or "s3a://" in line):
-                said = line.strip().lstrip(": ")[:300]
+                said = line.strip().lstrip(": ").removeprefix("Caused by: ")[:300]
                 return ServiceError(f"the object store at {where(s3)} stopped answering ({said}); "
                                     "every table keeps its last committed version: run the job again once it "
                                     "answers")
