@@ -86,6 +86,30 @@ class _Remote(io.RawIOBase):
         super().close()
 
 
+def remove_dir(uri: str, s3: S3Config) -> None:
+    """A folder and everything under it, if it is there. On an object store, also the empty
+    folders some stores (SeaweedFS) go on listing once their objects are gone, which Hadoop's S3A
+    then counts as content (a table location "not empty") and a later listing as a folder again:
+    each is removed by its marker, deepest first (pyarrow cannot name one otherwise)."""
+    from pyarrow import fs
+
+    filesystem_, path = filesystem(uri, s3)
+    if filesystem_.get_file_info(path).type == fs.FileType.Directory:
+        filesystem_.delete_dir(path)
+    if not isinstance(filesystem_, fs.S3FileSystem):
+        return
+    left, todo = [], [path]
+    while todo:
+        for info in filesystem_.get_file_info(fs.FileSelector(todo.pop(), allow_not_found=True)):
+            if info.type == fs.FileType.Directory:
+                left.append(info.path)
+                todo.append(info.path)
+    if left or filesystem_.get_file_info(path).type == fs.FileType.Directory:
+        for folder in sorted(left, key=lambda p: -p.count("/")) + [path]:
+            filesystem_.create_dir(folder)
+            filesystem_.delete_dir(folder)
+
+
 def read_bytes(uri: str, s3: S3Config) -> bytes:
     filesystem_, path = filesystem(uri, s3)
     with filesystem_.open_input_stream(path, compression=None) as f:

@@ -187,7 +187,7 @@ def _column(spark: SparkSession, lake: Lakehouse, spec: TableSpec, existing, col
 
 
 def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, report: MaintainReport, log) -> None:
-    filesystem, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME, cfg.s3)
+    _, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME, cfg.s3)
     listed: dict[str, float] = {}
     if TOKEN_POOLS in existing:
         listed = {r["pool_id"]: r["created"].timestamp() for r in spark.table(lake.name(TOKEN_POOLS))
@@ -211,7 +211,7 @@ def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, 
         DeltaTable.forName(spark, lake.name(TOKEN_POOLS)).delete(F.col("pool_id").isin(doomed))
     for pid in doomed:
         if pid in folders:
-            filesystem.delete_dir(folders[pid][0])
+            files.remove_dir(f"{cfg.lakehouse.root.rstrip('/')}/token_pools/{pid}", cfg.s3)
             log(f"maintain: removed token pool {pid}")
 
 
@@ -239,7 +239,7 @@ def _remove_exports(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float
 
         DeltaTable.forName(spark, lake.name(TRAINING_MIX)).delete(F.col("export_id").isin(doomed))
     for name in doomed:
-        filesystem.delete_dir(folders[name][0])
+        files.remove_dir(f"{cfg.export.output.rstrip('/')}/{name}", cfg.s3)
         log(f"maintain: removed export {name}")
 
 

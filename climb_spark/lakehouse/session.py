@@ -126,7 +126,7 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     if cfg.spark.local_catalog:
         _metastore_dir(cfg).mkdir(parents=True, exist_ok=True)
         # The lock keeps the catalog to one job; the sweep of uncommitted files covers a local
-        # warehouse only (docs/reliability.md: on an object store, VACUUM removes them).
+        # warehouse only (docs/platforms.md: on an object store, a maintain VACUUM removes them).
         if hold_local_lakehouse(_metastore_dir(cfg)) and is_local_path(cfg.lakehouse.root):
             warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
             for table, (files, size) in orphans.sweep(warehouse).items():

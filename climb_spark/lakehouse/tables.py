@@ -166,7 +166,7 @@ def clear_half_created(name: str, message: str, s3: S3Config) -> None:
     if len(commits) > 1 or adds:
         raise PreconditionError(f"table {name}: {uri} holds data but the catalog has no such table; register it "
                                 f"(CREATE TABLE {name} USING DELTA LOCATION '{uri}') or move it away")
-    filesystem.delete_dir(root)
+    files.remove_dir(uri, s3)
 
 
 def _ddl(schema: T.StructType) -> str:

@@ -147,3 +147,20 @@ def test_a_store_that_stops_answering_is_one_line_from_either_side():
     assert object_store.stopped_answering(task, s3) is not None
     assert object_store.stopped_answering(RuntimeError("Connection refused by the LLM endpoint"), s3) is None
     assert object_store.stopped_answering(io.UnsupportedOperation("nope"), s3) is None
+
+
+def test_a_removed_folder_is_gone_from_every_listing(s3, store):
+    """SeaweedFS goes on listing a folder whose objects were deleted when it held an empty folder
+    (Delta's `_delta_log/_staged_commits/`); Hadoop's S3A then takes a table location for "not
+    empty", and a listing for a folder (maintain, export)."""
+    fs = store.filesystem()
+    with fs.open_output_stream("unit/rm/t/_delta_log/00000000000000000000.json") as f:
+        f.write(b"{}")
+    fs.create_dir("unit/rm/t/_delta_log/_staged_commits")
+    with fs.open_output_stream("unit/rm/keep/x") as f:
+        f.write(b"x")
+    files.remove_dir("s3a://unit/rm/t", s3)
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector("unit/rm"))] == ["keep"]
+    files.remove_dir("s3a://unit/rm/t", s3)  # a folder that is not there: nothing to do
+    files.remove_dir("s3a://unit/rm", s3)
+    assert fs.get_file_info("unit/rm").type == pafs.FileType.NotFound

@@ -148,7 +148,7 @@ def remove_other_attempts(out: str, keep: str, s3: S3Config) -> None:
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.type == fs.FileType.Directory and info.base_name.startswith("data") and \
                 info.base_name != keep.rsplit("/", 1)[1]:
-            filesystem.delete_dir(info.path)
+            files.remove_dir(f"{out}/{info.base_name}", s3)
 
 
 SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)

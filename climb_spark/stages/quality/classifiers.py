@@ -231,7 +231,7 @@ def _publish_remote(staging: Path, model_dir: str, quantized: bool, s3: S3Config
                      json.dumps({"format": _format(quantized), "version": version}), s3)
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.type == fs.FileType.Directory and info.base_name != version:
-            filesystem.delete_dir(info.path)  # earlier sets, and one a killed run left unnamed
+            files.remove_dir(f"{model_dir.rstrip('/')}/{info.base_name}", s3)  # earlier sets, a killed run's
     shutil.rmtree(staging)
     return version
 
