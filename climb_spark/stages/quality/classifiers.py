@@ -32,7 +32,7 @@ def model_path(model_dir: str, criterion: str, quantized: bool) -> Path:
 
 
 QUALITY_MODELS = Files("quality models", lambda cfg: cfg.quality.model_dir,
-                       lambda cfg: stored(cfg.quality.model_dir, cfg.quality.quantize, cfg.s3) is not None)
+                       lambda cfg: present(cfg.quality.model_dir, cfg.quality.quantize, cfg.s3))
 
 
 def fasttext_text(text: str, max_chars: int = 20000) -> str:
@@ -119,7 +119,7 @@ def files_version(model_dir: str, quantized: bool) -> str:
     return digest.hexdigest()[:12]
 
 
-def publish(staging: Path, model_dir: str, quantized: bool, s3: S3Config) -> str:
+def publish(staging: Path, model_dir: str, quantized: bool, s3: S3Config = S3Config()) -> str:
     """Move the four files trained into `staging` over those in `model_dir` as one set, and name
     it in the manifest, written last and atomically: until then the old manifest names the old
     set, so a reader sees the old set, the new one, or a mix it refuses (models_version). Model
@@ -162,6 +162,13 @@ def _published(model_dir: str, quantized: bool, s3: S3Config) -> str | None:
 
 def _remote_set(model_dir: str, version: str, quantized: bool) -> dict[str, str]:
     return {c: f"{model_dir.rstrip('/')}/{version}/{model_path('', c, quantized).name}" for c in CRITERIA}
+
+
+def present(model_dir: str, quantized: bool, s3: S3Config) -> bool:
+    """Whether the four models are there (read by nothing yet, so their bytes are not hashed)."""
+    if is_remote(model_dir):
+        return _published(model_dir, quantized, s3) is not None
+    return all(model_path(model_dir, c, quantized).is_file() for c in CRITERIA)
 
 
 def stored(model_dir: str, quantized: bool, s3: S3Config) -> tuple[str | None, int] | None:
