@@ -58,8 +58,12 @@ class SeaweedFS:
         log = open(self.root / "weed.log", "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                      start_new_session=True)
-        wait_for_http(f"{self.endpoint}/healthz", self.proc, timeout)
-        self._wait_writable(timeout)
+        try:
+            wait_for_http(f"{self.endpoint}/healthz", self.proc, timeout)
+            self._wait_writable(timeout)
+        except BaseException:
+            self.stop(hard=True)  # not left running behind a failed start
+            raise
         return self
 
     def _wait_writable(self, timeout: float) -> None:
@@ -119,7 +123,11 @@ class MlflowServer:
         log = open(self.root / "mlflow-server.log", "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
                                      start_new_session=True)
-        wait_for_http(f"{self.uri}/health", self.proc, timeout)
+        try:
+            wait_for_http(f"{self.uri}/health", self.proc, timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
