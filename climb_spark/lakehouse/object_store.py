@@ -57,7 +57,7 @@ def filesystem(s3: S3Config):
     from pyarrow import fs
 
     options: dict = {"region": s3.region, "anonymous": s3.credentials == "anonymous",
-                     "force_virtual_addressing": not s3.path_style and s3.endpoint is None,
+                     "force_virtual_addressing": not s3.path_style,
                      "connect_timeout": 10, "request_timeout": 60,
                      "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3)}
     if s3.endpoint:
@@ -123,7 +123,7 @@ def check_buckets(paths: Mapping[str, str | None], s3: S3Config) -> None:
 
 # How a request that found nobody listening reads: pyarrow (libcurl), Hadoop's S3A (the AWS SDK,
 # Apache HttpClient), Python's sockets.
-_DOWN = ("NETWORK_CONNECTION", "Couldn't connect to server", "Connection refused", "Failed to connect to",
+_DOWN = ("NETWORK_CONNECTION", "Could not connect to server", "Connection refused", "Failed to connect to",
          "Unable to execute HTTP request", "connect timed out", "Connection reset")
 
 
