@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Sequence
 
-from climb_spark.config import Config, load
+from climb_spark.config import Config, is_local_path, load
 from climb_spark.errors import ClimbError, ConfigError, disk_full
 from climb_spark.lakehouse import object_store
 
@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     upkeep = sub.add_parser("maintain", parents=[common],
                             help="OPTIMIZE and VACUUM every table, remove token pools and exports nothing refers to")
     upkeep.add_argument("--dry-run", action="store_true", help="print what it would do and change nothing")
+    sub.add_parser("repair", parents=[common],
+                   help="move aside a table's latest Delta commit that is cut short (a local lakehouse)")
     sql = sub.add_parser("sql", parents=[common], help="run one SQL statement against the lakehouse")
     sql.add_argument("statement")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -141,6 +143,9 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             args.py_files, args.archive, args.python, args.jobs_dir))))
         return 0
 
+    if args.command == "repair":
+        return _repair(cfg)
+
     stages = pipeline.select(args.command)
     pipeline.check(cfg, stages)
     pipeline.prepare_inputs(cfg, stages, _log)
@@ -183,6 +188,31 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if cfg.spark.stop_session:
             spark.stop()
+    return 0
+
+
+def _repair(cfg: Config) -> int:
+    """What a job refuses to open and cannot mend alone, mended without a JVM (the lakehouse held,
+    as a job holds it): a cut-short latest commit moved aside under `{root}/repaired`."""
+    from pathlib import Path
+
+    from climb_spark.errors import PreconditionError
+    from climb_spark.lakehouse import binding
+    from climb_spark.lakehouse.session import hold_local_lakehouse, local_root, spark_conf
+
+    if not cfg.spark.local_catalog or not is_local_path(cfg.lakehouse.root):
+        raise ConfigError("repair: works on a local lakehouse (spark.local_catalog, a local lakehouse.root); a shared "
+                          "metastore's tables, or tables on an object store, are not mended here")
+    root = local_root(cfg)
+    hold_local_lakehouse(root)
+    warehouse = Path(spark_conf(cfg)["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+    said, left = binding.repair(warehouse, root / "repaired")
+    for line in said:
+        _log(f"repair: {line}")
+    if left:
+        raise PreconditionError("; ".join(left))
+    if not said:
+        _log(f"repair: nothing to repair in {root}")
     return 0
 
 

@@ -3,15 +3,20 @@ and the search target's slice of them, which proxies score on and an export leav
 pools (for the search) and the export read it the same way."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config
-from climb_spark.errors import InputError, PreconditionError
+from climb_spark.errors import ConfigError, InputError, PreconditionError
 from climb_spark.ids import fitted_version
 from climb_spark.lakehouse.delta import table_version
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS,
                                           SUPER_CLUSTERS, Lakehouse)
+# The target's documents are named as ingest names a text: the same normalization and hash.
+from climb_spark.stages.ingest.readers import doc_id
 
 
 def super_clusters(spark: SparkSession, cfg: Config) -> list[dict]:
@@ -99,3 +104,84 @@ def target_filter(cfg: Config) -> Column:
     if t.super_cluster is not None:
         cond = cond & (F.col("super_cluster_id") == t.super_cluster)
     return cond
+
+
+def read_target(spark: SparkSession, path: str) -> list:
+    """The records of a `file` or `choices` target (a jsonl file), read once on the driver."""
+    rows = []
+    for i, line in enumerate(spark.sparkContext.textFile(path).collect()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"target.path: line {i + 1} of {path} is not JSON ({err.msg})") from None
+    if not rows:
+        raise ConfigError(f"target.path: {path} holds no records")
+    return rows
+
+
+def target_texts(records: list, kind: str) -> list[str]:
+    """The texts a target's documents would have in the corpus: a `file` target's texts; a
+    `choices` item's context, alone and followed by each choice (a benchmark question with its
+    answers copied into the corpus)."""
+    texts = []
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        if kind == "file" and isinstance(rec.get("text"), str):
+            texts.append(rec["text"])
+        elif kind == "choices" and isinstance(rec.get("context"), str):
+            texts.append(rec["context"])
+            texts += [f"{rec['context']} {c}" for c in rec.get("choices") or [] if isinstance(c, str)]
+    return [t for t in texts if t.strip()]
+
+
+def target_documents(spark: SparkSession, cfg: Config) -> DataFrame | None:
+    """doc_id of every document of a `file` or `choices` target, as ingest computes it; None for a
+    holdout, whose documents are a slice of the kept ones and so in no pool by construction."""
+    if cfg.target.kind == "holdout":
+        return None
+    ids = sorted({doc_id(t) for t in target_texts(read_target(spark, cfg.target.path), cfg.target.kind)})
+    return spark.createDataFrame([(i,) for i in ids], "doc_id string")
+
+
+def without_target_documents(docs: DataFrame, target: DataFrame | None) -> DataFrame:
+    """`docs` less the target's documents: what a proxy trains on and an export holds."""
+    return docs if target is None else docs.join(F.broadcast(target), "doc_id", "left_anti")
+
+
+@dataclass(frozen=True)
+class TargetOverlap:
+    """How much of a `file` or `choices` target is in the corpus: scoring proxies on documents they
+    also train on rewards the mixture that holds them (a 40-document target in the corpus drew the
+    whole final mixture onto its super-cluster)."""
+
+    documents: int  # distinct target documents, by doc_id
+    in_corpus: int  # of them in `documents`
+    removed: int  # of them in kept clusters: left out of every pool and of the export
+
+    @property
+    def share(self) -> float:
+        return self.in_corpus / self.documents if self.documents else 0.0
+
+    def describe(self) -> str:
+        return (f"{self.in_corpus:,} of the target's {self.documents:,} documents are in the corpus "
+                f"({self.share:.1%}); {self.removed:,} of them were in kept clusters and are left out of every "
+                "token pool and of the export")
+
+    def warning(self, max_overlap: float) -> str | None:
+        if self.share <= max_overlap:
+            return None
+        return (f"the target overlaps the training data: {self.describe()}, above target.max_overlap="
+                f"{max_overlap:g}; a target drawn from the corpus measures how well a mixture repeats it")
+
+
+def target_overlap(spark: SparkSession, cfg: Config) -> TargetOverlap | None:
+    """The target's documents against the corpus and the kept clusters; None for a holdout."""
+    target = target_documents(spark, cfg)
+    if target is None:
+        return None
+    lake = Lakehouse(cfg.lakehouse)
+    in_corpus = spark.table(lake.ensure(spark, DOCUMENTS)).join(F.broadcast(target), "doc_id", "left_semi").count()
+    removed = kept_documents(spark, cfg).join(F.broadcast(target), "doc_id", "left_semi").count()
+    return TargetOverlap(target.count(), in_corpus, removed)

@@ -46,6 +46,14 @@ class ServiceError(ClimbError):
     exit_code = 5
 
 
+class ProxyError(ServiceError):
+    """A proxy that gave no usable score (a command that failed, hung past proxy.timeout_s or
+    printed no finite number; a training that diverged): recorded as failed, never kept as a
+    result; the proxies that finished are kept and a re-run trains only what is missing."""
+
+    kind = "proxy failed"
+
+
 class BusyError(ClimbError):
     """Another job holds what this one needs exclusively (a local lakehouse's catalog)."""
 
@@ -65,6 +73,15 @@ class StoreUnavailable(RuntimeError):
     Not an OSError on purpose: the ingest readers take an OSError for a damaged file (a reject),
     and a store that is away for a moment must fail the task instead, which is retried, rather
     than be recorded as bad input."""
+
+
+class AccountingError(ClimbError):
+    """Input records that are in none of the tables meant to hold them (or in two): the reader's
+    own count and what reached the tables disagree. Said before anything is written, never
+    printed as a balanced run."""
+
+    kind = "accounting error"
+    exit_code = 8
 
 
 def disk_full(err: BaseException) -> DiskFullError | None:

@@ -33,11 +33,16 @@ def fitted_version(cfg: Config, fit_id: str, features_version: int) -> int | Non
 
 def pool_id(cfg: Config, supers: list[dict]) -> str:
     """The token pool's id: the super-clusters it covers, the target and the tokenizer settings."""
+    target = {k: v for k, v in dataclasses.asdict(cfg.target).items() if k != "max_overlap"}  # a warning's bar
     key = {"super_clusters": [(s["super_cluster_id"], s["member_clusters"], s["cluster_run_id"]) for s in supers],
-           "target": dataclasses.asdict(cfg.target),
+           "target": target,
            "tokenizer": [cfg.proxy.tokenizer, cfg.proxy.vocab_size, cfg.proxy.tokenizer_sample_docs]}
     if cfg.target.path:  # the file's content, not just its name
         key["target_file"] = file_digest(cfg.target.path)
+    if cfg.target.kind != "holdout":
+        # Such pools are built without the target's own documents since issue 30; one built before
+        # may hold them in its training shards and must not be reused.
+        key["target_documents"] = "left out"
     return content_id(key, 12)
 
 
@@ -49,8 +54,15 @@ def search_id(cfg: Config, pool: str, method: str) -> str:
     settings = dataclasses.asdict(cfg.search)
     for k in ("search_id", "method", "parallelism"):
         settings.pop(k)
-    key = {"method": method, "pool": pool, "search": settings, "proxy": dataclasses.asdict(cfg.proxy)}
+    # The budget the data-availability bounds are taken at (search.token_budget 0 follows export's).
+    settings["token_budget"] = cfg.search.token_budget or cfg.export.token_budget
+    key = {"method": method, "pool": pool, "search": settings, "proxy": proxy_settings(cfg.proxy)}
     return f"{method}-" + content_id(key, 10)
+
+
+def proxy_settings(proxy) -> dict:
+    """The proxy settings that change what a proxy trains (not how long a command may take)."""
+    return {k: v for k, v in dataclasses.asdict(proxy).items() if k != "timeout_s"}
 
 
 def file_digest(path: str) -> str:

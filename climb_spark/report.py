@@ -363,11 +363,15 @@ def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures 
     out = [f"<p>Chosen: <b>{e(chosen['method'])}</b>, search <code>{e(chosen['search_id'])}</code>, "
            f"{e(mixtures.how)}. Prior p = each super-cluster's token share; the others are the baselines' final "
            "mixtures on the same super-clusters.</p>"]
-    out.append(_table(["method", "search id", "proxies", "predicted score", "best observed score", "created"],
+    if chosen.get("explanation"):
+        out.append(f"<p>Why this mixture: {e(chosen['explanation'])}.</p>")
+    out.append(_table(["method", "search id", "proxies trained", "predicted score", "its observed score",
+                       "best observed score", "why", "created"],
                       [[e(m["method"]) + (" (chosen)" if m is chosen else ""), f"<code>{e(m['search_id'])}</code>",
-                        _num(m["n_proxies"]), _num(m["predicted_score"], 4), _num(m["best_observed_score"], 4),
+                        _num(m["n_proxies"]), _num(m["predicted_score"], 4), _num(m.get("observed_score"), 4),
+                        _num(m["best_observed_score"], 4), e(m.get("explanation") or ""),
                         e(str(m["created_at"])[:19])] for m in every],
-                      ["chosen"] + [""] * len(others), numeric={2, 3, 4}))
+                      ["chosen"] + [""] * len(others), numeric={2, 3, 4, 5}))
     header = ["super-cluster (top terms)", "prior p"] + [e(m["method"]) + (" (chosen)" if m is chosen else "")
                                                          for m in every]
     body = [[e(s["name"]), _num(prior[i], 3)] + [_num(m["weights"][i], 3) for m in every]
@@ -398,23 +402,39 @@ def _comparison_section(r: _Reader, rows: list[dict] | None) -> tuple[bool, str]
         return False, r.missing(COMPARISONS)
     if not rows:
         return False, _empty(COMPARISONS)
-    use_loss = all(row["mean_target_loss"] is not None for row in rows)
-    rows = sorted(rows, key=lambda row: row["mean_target_loss"] if use_loss else -row["mean_score"])
-    best = rows[0]["method"]
-    out = [f"<p>Compare <code>{e(rows[0]['compare_id'])}</code>: each method's final mixture retrained with the same "
-           f"proxy over seeds {e(', '.join(map(str, rows[0]['seeds'])))}; mean +- sample std over the seeds, best "
-           f"first ({'lowest target loss' if use_loss else 'highest score'}: <b>{e(best)}</b>).</p>"]
-    out.append(_table(["method", "target loss (lower is better)", "score (higher is better)", "per-seed scores",
-                       "search id"],
-                      [[e(row["method"]),
-                        "-" if row["mean_target_loss"] is None else
-                        f"{row['mean_target_loss']:.4f} +- {row['std_target_loss']:.4f}",
-                        f"{row['mean_score']:.4f} +- {row['std_score']:.4f}",
-                        e(", ".join(f"{s:.4f}" for s in row["scores"])), f"<code>{e(row['search_id'])}</code>"]
-                       for row in rows], numeric={1, 2}))
     from climb_spark.stages.search import plots
 
-    out.append(_png(plots.comparison(rows), "comparison of the methods' final mixtures, mean +- std over seeds"))
+    first = rows[0]
+    out = [f"<p>Compare <code>{e(first['compare_id'])}</code>: each method's final mixture retrained over seeds "
+           f"{e(', '.join(map(str, first['seeds'])))} with the search's own proxy, and again with a larger model (the "
+           "target scale: does the mixture the proxies chose also win for a model closer to the one you will train?). "
+           "Mean +- sample std over the seeds; the margin is the mean seed-by-seed score difference to the best "
+           "method (for the best method: its lead over the runner-up), with its paired interval; * = the interval "
+           "excludes 0.</p>"]
+    for scale in ("proxy", "target"):
+        mine = sorted([row for row in rows if (row.get("scale") or "proxy") == scale],
+                      key=lambda row: row.get("rank") or -row["mean_score"])
+        if not mine:
+            continue
+        lead = mine[0]
+        verdict = ("" if lead.get("significant") is None else
+                   f" Its lead over {e(lead['margin_against'])} is <b>{'significant' if lead['significant'] else 'not significant'}</b>"
+                   f" ({lead['margin']:+.4f}, interval [{lead['margin_low']:+.4f}, {lead['margin_high']:+.4f}]).")
+        out.append(f"<h3>{scale.capitalize()} scale: {e(lead.get('model') or '')}</h3>"
+                   f"<p>First: <b>{e(lead['method'])}</b>.{verdict}</p>")
+        out.append(_table(["rank", "method", "target loss (lower is better)", "score (higher is better)",
+                           "margin", "paired interval", "per-seed scores", "search id"],
+                          [[_num(row.get("rank")), e(row["method"]),
+                            "-" if row["mean_target_loss"] is None else
+                            f"{row['mean_target_loss']:.4f} +- {row['std_target_loss']:.4f}",
+                            f"{row['mean_score']:.4f} +- {row['std_score']:.4f}",
+                            "-" if row.get("margin") is None else
+                            f"{row['margin']:+.4f} vs {e(row['margin_against'])}" + (" *" if row.get("significant") else ""),
+                            "-" if row.get("margin_low") is None else f"[{row['margin_low']:+.4f}, {row['margin_high']:+.4f}]",
+                            e(", ".join(f"{s:.4f}" for s in row["scores"])), f"<code>{e(row['search_id'])}</code>"]
+                           for row in mine], numeric={0, 2, 3, 4}))
+    out.append(_png(plots.comparison(rows), "each method's score against the best method's, per scale, with paired "
+                                            "intervals; the axis is the difference, so zero is on it"))
     return True, "\n".join(out)
 
 

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,18 +37,67 @@ def experiment(cfg: MlflowConfig) -> str:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        follow_copied_store(cfg)
     # On a server MLflow prints two lines with links each time a run ends, one per proxy; the
     # search's own line per proxy is the progress (the report lists the runs). Set it to false to
     # have them back.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        # Deleted in the UI: every later run would fail ("must be in the 'active' state"); a
+        # restore brings it back with its runs, which the searches resume from.
+        mlflow.tracking.MlflowClient().restore_experiment(found.experiment_id)
+        print(f"climb-spark: MLflow experiment {cfg.experiment!r} (id {found.experiment_id}) was deleted; restored "
+              "it with its runs", file=sys.stderr, flush=True)
     if found is not None:
         return found.experiment_id
     location = cfg.artifact_location
     if location and is_local_path(location):
         location = Path(location.removeprefix("file://")).resolve().as_uri()
-    return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    others = [e.name for e in mlflow.search_experiments(view_type=mlflow.entities.ViewType.ALL) if e.name != "Default"]
+    created = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    if others:  # a store with experiments of its own, not this one: renamed in the UI, or a new name set
+        print(f"climb-spark: MLflow experiment {cfg.experiment!r} is not in {uri} (it holds {', '.join(others[:5])}); "
+              f"created it (id {created}): searches start new runs in it, finished proxies are still reused",
+              file=sys.stderr, flush=True)
+    return created
+
+
+def follow_copied_store(cfg: MlflowConfig) -> None:
+    """A local SQLite store copied or moved with its lakehouse still names the old place's artifact
+    folder (each experiment's artifact location and each run's artifact URI are absolute), so the
+    copy's runs would write their models and figures into the original's folder. Where the config
+    keeps the artifacts beside the store and an experiment's location is that same place beside
+    another folder, the experiment and its runs are pointed at the store's own folder, with a line."""
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    location = cfg.artifact_location
+    store = Path(cfg.tracking_uri.removeprefix("sqlite:///"))
+    if not location or not is_local_path(location) or not store.is_file():
+        return
+    here = Path(location.removeprefix("file://")).resolve()
+    try:
+        rel = here.relative_to(store.resolve().parent)
+    except ValueError:
+        return  # artifacts kept elsewhere than beside the store: nothing moved with it
+    with sqlite3.connect(store) as con:
+        for exp_id, name, old in con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall():
+            parsed = urlparse(old or "")
+            if parsed.scheme not in ("", "file"):
+                continue
+            former = Path(unquote(parsed.path))
+            if former == here or not rel.parts or former.parts[-len(rel.parts):] != rel.parts:
+                continue
+            runs = con.execute("SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?", (exp_id,)).fetchall()
+            new = here.as_uri()
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
+            for run, uri in runs:
+                if uri and uri.startswith(old):
+                    con.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (new + uri[len(old):], run))
+            print(f"climb-spark: MLflow store {store} was copied or moved from beside {former}: experiment {name!r} "
+                  f"and its {len(runs)} runs now keep their artifacts in {here}", file=sys.stderr, flush=True)
 
 
 def reader(cfg: MlflowConfig):
@@ -58,6 +108,8 @@ def reader(cfg: MlflowConfig):
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
+    if uri.startswith("sqlite:///"):
+        follow_copied_store(cfg)
     return MlflowClient(uri)
 
 
@@ -148,7 +200,8 @@ class SearchRun:
                 self.client.log_inputs(self.run_id, datasets=dataset_inputs(inputs, role))
         children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = {_literal(self.run_id)}",
                                            max_results=50000)
-        self.children = {r.data.tags.get("climb.proxy_key"): r.info.run_id for r in children}
+        self.children = {r.data.tags["climb.proxy_key"]: r.info.run_id for r in children
+                         if "climb.proxy_key" in r.data.tags}
 
     def proxy_run(self, spec, key: str, result: dict) -> str:
         from mlflow.entities import Metric, Param
@@ -173,6 +226,22 @@ class SearchRun:
         metrics += [Metric("train_loss", float(v), now, i) for i, v in enumerate(result.get("loss_curve") or [])]
         self.client.log_batch(run_id, metrics=metrics)
         self.client.set_terminated(run_id)
+        return run_id
+
+    def proxy_failed(self, spec, key: str, reason: str) -> str:
+        """A proxy that gave no usable score: a FAILED child run with the reason, tagged so it is
+        never taken for the proxy's result (a later run of the same proxy gets a run of its own)."""
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(
+            self.experiment_id, run_name=f"proxy-{spec.iteration}.{spec.index}-failed",
+            tags=context_tags({"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
+                               "climb.failed_proxy_key": key, "climb.role": "proxy",
+                               "climb.error": reason[:5000]})).info.run_id
+        params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,
+                  **{f"w_{i:02d}": round(float(w), 6) for i, w in enumerate(spec.weights)}}
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.set_terminated(run_id, status="FAILED")
         return run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

@@ -131,7 +131,9 @@ MAIN_JOB = {
 def pipeline(tmp_path_factory):
     """`climb-spark run` on a local lakehouse, once per test session (tests/test_pipeline.py checks it;
     tests/test_object_store.py compares its own run against it)."""
-    tmp_path = tmp_path_factory.mktemp("pipeline")
+    # A space in every path (the lakehouse root, the corpus, MLflow's store, the exports): a root
+    # with one kept the driver JVM from starting (issue 29).
+    tmp_path = tmp_path_factory.mktemp("pipe line")
     sets = {
         **MAIN_JOB,
         "spark.jars_dir": JARS_DIR,

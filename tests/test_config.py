@@ -51,6 +51,14 @@ def test_every_shipped_profile_is_valid(profile):
     ("quality.holdout_fraction=1", "quality.holdout_fraction: must be in [0, 1), got 1.0"),
     ("prune.paper_threshold=6", "prune.paper_threshold: a rubric score in [0, 5], got 6.0"),
     ("quality.bucket=0", "quality.bucket: must be at least 1 when quality.word_ngrams > 1"),
+    # Not a number, or not one a setting can hold (issue 30: each passed validation).
+    ("search.kappa=.nan", "search.kappa: must be a finite number, got nan"),
+    ("proxy.lr=.inf", "proxy.lr: must be a finite number, got inf"),
+    ("proxy.weight_decay=-1", "proxy.weight_decay: must not be negative, got -1.0"),
+    ("cluster.k=100000000000000000000", "cluster.k: must be at most 2,147,483,647 (Spark's 32-bit integer)"),
+    ("search.seed=2147483648", "search.seed: must be at most 2,147,483,647 (Spark's 32-bit integer)"),
+    ("search.min_distance=3", "search.min_distance: must be in [0, 2], got 3.0"),
+    ("search.min_cv_spearman=2", "search.min_cv_spearman: a Spearman correlation in [-1, 1], got 2.0"),
     # Ids reach MLflow filter strings and file names.
     ("search.search_id=x' or tags.`climb.role` = 'search",
      "search.search_id: \"x' or tags.`climb.role` = 'search\" is not a valid id"),
@@ -59,6 +67,40 @@ def test_every_shipped_profile_is_valid(profile):
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
         load([LOCAL], [override])
+
+
+def _numeric_keys() -> list[tuple[str, type, int | None, bool, float]]:
+    """(dotted key, int or float, an integer's upper bound, whether a list, a value below its range)
+    of every number setting."""
+    import dataclasses
+    import typing
+
+    from climb_spark.config import DEFAULT_BOUNDS, INT32_MAX, Config
+
+    out = []
+    sections = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        hints = typing.get_type_hints(sections[section.name])
+        for f in dataclasses.fields(sections[section.name]):
+            tp = next(a for a in (typing.get_args(hints[f.name]) or [hints[f.name]]) if a is not type(None))
+            is_list = typing.get_origin(tp) is list
+            kind = typing.get_args(tp)[0] if is_list else tp
+            if kind in (int, float):
+                bounds = f.metadata.get("bounds", DEFAULT_BOUNDS)
+                out.append((f"{section.name}.{f.name}", kind, int(bounds.hi or INT32_MAX) if kind is int else None,
+                            is_list, (bounds.lo or 0) - 2))
+    return out
+
+
+@pytest.mark.parametrize("key, kind, hi, is_list, below", _numeric_keys(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_number_setting_is_checked_as_a_number(key, kind, hi, is_list, below):
+    """NaN and infinities pass any check written as a comparison and then decide a choice (a NaN
+    search.kappa returned the first mixture tried); integers past 2^31-1 failed inside a Spark job."""
+    bad = [".nan", ".inf", "-.inf", str(below)] if kind is float else [str(hi + 1), "-1", "1.5"]
+    for value in bad:
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{key}[0]" if is_list else key) + ": "):
+            load([LOCAL], [f"{key}={f'[{value}]' if is_list else value}"])
+    assert len(_numeric_keys()) > 80  # the walk found the settings
 
 
 def test_missing_profile_and_bad_yaml(tmp_path):
@@ -113,15 +155,15 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["search.budget=[]"], "search.budget: needs one or more positive batch sizes"),
     (["search.budget=[8, 0]"], "search.budget: needs one or more positive batch sizes"),
-    (["search.folds=1"], "search.folds: needs at least 2 folds"),
+    (["search.folds=1"], "search.folds: must be at least 2, got 1"),
     (["search.min_cv_spearman=2"], "search.min_cv_spearman: a Spearman correlation in [-1, 1]"),
-    (["search.final=best"], "search.final: must be one of robust, argmax, top-mean"),
+    (["search.final=best"], "search.final: must be one of evaluated, robust, argmax, top-mean"),
     (["proxy.kind=command"], "proxy.command: required with proxy.kind=command"),
     (["search.method=doremi", "proxy.kind=command", "proxy.command=[echo]"],
      "search.method: doremi trains the built-in proxy (proxy.kind=torch)"),
     (["target.kind=file"], "target.path: required with target.kind=file"),
     (["proxy.d_model=30", "proxy.n_heads=4"], "proxy.d_model: must be a multiple of proxy.n_heads"),
-    (["target.holdout_fraction=1.5"], "target.holdout_fraction: must be between 0 and 1"),
+    (["target.holdout_fraction=1.5"], "target.holdout_fraction: must be in (0, 1), got 1.5"),
     (["mlflow.tracking_uri=http://127.0.0.1:9"], "mlflow.tracking_uri: cannot reach http://127.0.0.1:9 ("),
 ])
 def test_cli_search_settings_fail_before_spark(tmp_path, overrides, message):

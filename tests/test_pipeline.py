@@ -2,6 +2,7 @@
 search, compare and export), then fresh processes read the tables by name through the persistent
 local catalog, resume a killed search and check the exported dataset."""
 import json
+import math
 import os
 import re
 import signal
@@ -11,10 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from climb_spark import pipeline as pipeline_
 from climb_spark.lakehouse import tables
+from climb_spark.stages.search import samplers
 from tests.conftest import PROFILES, ROOT, cli_args, climb, query
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -117,7 +120,8 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
         out["iterations"] = [tuple(r) for r in spark.sql(
             "SELECT iteration, count(*) FROM climb.proxy_results WHERE method = 'climb' AND search_id LIKE 'climb-%' "
             "GROUP BY 1 ORDER BY 1").collect()]
-        out["compare"] = {r.method: r.asDict() for r in spark.sql("SELECT * FROM climb.comparisons").collect()}
+        out["compare"] = {f"{r.method}@{r.scale}": r.asDict() for r in spark.sql("SELECT * FROM climb.comparisons").collect()}
+        out["roles"] = {r[0]: r[1] for r in spark.sql("SELECT role, count(*) FROM climb.proxy_results GROUP BY 1").collect()}
     """)
     mixtures = out["mixtures"]
     assert set(mixtures) == {"climb", "climb-paper", "regmix", "doremi", "random", "uniform", "token-prop"}
@@ -126,16 +130,40 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     for method, row in mixtures.items():
         assert len(row["weights"]) == m and abs(sum(row["weights"]) - 1) < 1e-6, method
     assert mixtures["token-prop"]["weights"] == pytest.approx(mixtures["climb"]["prior"])
-    assert mixtures["uniform"]["weights"] == pytest.approx([1 / m] * m)
+    # Uniform as far as the data allows: no super-cluster past search.max_passes (4) of its tokens.
+    prior = np.array(mixtures["climb"]["prior"])
+    assert mixtures["uniform"]["weights"] == pytest.approx(samplers.cap_rows(np.full((1, m), 1 / m), 4 * prior)[0])
+    for method, row in mixtures.items():
+        assert np.all(np.array(row["weights"]) <= 4 * prior + 1e-9), method
     assert out["iterations"] == [[1, 4], [2, 2], [3, 2]]  # the 4:2:1-style budget, scaled down
     for method in ("climb", "climb-paper", "regmix", "random"):
         assert mixtures[method]["n_proxies"] == 8
         assert out["proxies"][mixtures[method]["search_id"]] == [8, 8]  # every proxy once, none twice
-    assert set(out["compare"]) == set(mixtures)
+    # Every method at the proxy's scale and at the larger target model's, ranked, each margin with
+    # its paired interval (two seeds: wide, and said so).
+    assert set(out["compare"]) == {f"{m}@{scale}" for m in mixtures for scale in ("proxy", "target")}
+    for scale in ("proxy", "target"):
+        rows = sorted((r for r in out["compare"].values() if r["scale"] == scale), key=lambda r: r["rank"])
+        assert [r["rank"] for r in rows] == list(range(1, 8))
+        assert [r["mean_score"] for r in rows] == sorted((r["mean_score"] for r in rows), reverse=True)
+        best = rows[0]
+        assert best["margin_against"] == rows[1]["method"] and best["margin"] >= 0
+        assert all(r["margin_against"] == best["method"] and r["margin"] <= 0 for r in rows[1:])
+        for r in rows:
+            assert r["margin_low"] <= r["margin"] <= r["margin_high"]
+            assert r["significant"] == (r["margin_low"] > 0 or r["margin_high"] < 0)
+    target = out["compare"]["climb@target"]["model"]
+    assert target.startswith("d_model 64, 1 layers, 40 steps") and out["compare"]["climb@proxy"]["model"].startswith("d_model 32")
     for row in out["compare"].values():
         assert row["seeds"] == [1, 2] and len(row["scores"]) == 2 and row["std_score"] >= 0
         assert row["mean_target_loss"] == pytest.approx(-row["mean_score"])
-    assert "compare compare-" in stdout and "target loss" in stdout
+    # Compare's retrains are told apart from the searches' proxies (README's query by role).
+    # (doremi's two trainings are its own, not proxies in the table)
+    assert out["roles"]["search"] == sum(r["n_proxies"] for m, r in mixtures.items() if m != "doremi")
+    assert out["roles"]["compare-proxy"] <= 14 and out["roles"]["compare-target"] <= 14
+    assert "compare compare-" in stdout and "target scale (d_model 64" in stdout
+    assert re.search(r"^  proxy scale: \S+ first, [+-][\d.]+ against \S+, 95% paired interval \[", stdout, re.M)
+    assert re.search(r"^  proxy -> target rank agreement \(Spearman over \d distinct mixtures\): ", stdout, re.M)
 
     from mlflow.tracking import MlflowClient
 
@@ -160,8 +188,13 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert (parent.data.tags["climb.warnings"] == "none") == (not final["warnings"])
     assert len(final["predictor"]) == 3  # the fit diagnostics of every iteration
     assert len(final["names"]) == m and all(re.fullmatch(r"\d+: \S.*", n) for n in final["names"])  # id: top terms
-    compare_run = client.get_run(out["compare"]["climb"]["mlflow_run_id"])
+    compare_run = client.get_run(out["compare"]["climb@proxy"]["mlflow_run_id"])
     assert "figures/comparison.png" in {a.path for a in client.list_artifacts(compare_run.info.run_id, "figures")}
+    # The verdict per scale and the proxy-to-target agreement are on the compare run too.
+    assert {"climb.proxy_winner", "climb.target_winner", "climb.compare_verdict"} <= set(compare_run.data.tags)
+    assert "proxy.climb.margin" in compare_run.data.metrics and "target.climb.mean_score" in compare_run.data.metrics
+    # Why the final mixture is what it is: on the search run and in final_mixture.json.
+    assert parent.data.tags["climb.final_reason"] == final["why"] and final["why"]
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     (predictor,) = [mm for mm in models if mm.source_run_id == parent.info.run_id]
     assert predictor.name == "predictor"
@@ -190,7 +223,7 @@ def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it
     from climb_spark import report
 
     sets, stdout = pipeline
-    done = re.search(r"^report: (\S+) \(attached to MLflow run (\w+) as report/report.html\)$", stdout, re.M)
+    done = re.search(r"^report: (.+) \(attached to MLflow run (\w+) as report/report.html\)$", stdout, re.M)
     assert done, stdout[-3000:]
     path, run_id = done.groups()
     assert path == sets["lakehouse.root"] + "/report.html"
@@ -200,7 +233,7 @@ def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it
     assert all(f"<h2>{heading}</h2>" in page for heading in report.SECTIONS.values())
     assert 'class="missing"' not in page  # every table exists after a full run
     assert page.count('src="data:image/png;base64,') >= 4  # mixture, comparison, the search's figures
-    search_id, search_run = re.search(r"search (climb-\w+) \(climb\): \d+ proxies, MLflow run (\w+)", stdout).groups()
+    search_id, search_run = re.search(r"search (climb-\w+) \(climb\): \d+ proxies trained, MLflow run (\w+)", stdout).groups()
     assert run_id == search_run and search_id in page
     assert [a.path for a in MlflowClient(sets["mlflow.tracking_uri"]).list_artifacts(run_id, "report")] == \
         ["report/report.html"]
@@ -213,7 +246,7 @@ def test_the_run_ends_with_a_report_that_matches_the_tables_and_report_writes_it
 
 def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     sets, stdout = pipeline
-    manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", stdout)
+    manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", stdout, re.M)
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
     assert manifest["warnings"] == []
@@ -222,7 +255,7 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
                             "export.max_doc_share": "0.0001"})
     assert done.returncode == 0, done.stderr[-3000:]
-    export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (\S+)", done.stdout).groups()
+    export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", done.stdout, re.M).groups()
     manifest = json.loads((Path(path) / "manifest.json").read_text())
     assert manifest["token_budget"] == budget and manifest["sources"]["documents"] >= 0
     [warning] = manifest["warnings"]
@@ -266,7 +299,7 @@ def test_a_re_export_killed_mid_write_leaves_the_previous_export_whole(pipeline)
     sets = {**pipeline[0], "export.format": "parquet", "export.shards": "2"}
     done = climb("export", sets)
     assert done.returncode == 0, done.stderr[-3000:]
-    path = Path(re.search(r"export export-\w+ from search climb-\w+: .* -> (\S+)", done.stdout).group(1))
+    path = Path(re.search(r"export export-\w+ from search climb-\w+: .* -> (.+)$", done.stdout, re.M).group(1))
     before = (path / "manifest.json").read_text()
     old = json.loads(before)
     proc = subprocess.Popen([sys.executable, "-m", "climb_spark", "export", *cli_args(sets)], cwd=ROOT,
@@ -315,7 +348,7 @@ def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
     assert again.returncode == 0, again.stderr[-3000:]
     reused, trained = map(int, re.search(r"reusing (\d+) finished proxies, training (\d+)", again.stdout).groups())
     assert reused >= 2 and reused + trained == 6
-    sid = re.search(r"search (random-\w+) \(random\): 6 proxies", again.stdout).group(1)
+    sid = re.search(r"search (random-\w+) \(random\): 6 proxies trained", again.stdout).group(1)
     out = query(sets, f"""
         out["rows"] = spark.sql("SELECT count(*), count(DISTINCT proxy_key) FROM climb.proxy_results "
                                 "WHERE search_id = '{sid}'").first()
@@ -325,15 +358,54 @@ def test_killed_search_resumes_without_retraining_finished_proxies(pipeline):
     assert out["rows"] == [6, 6] and out["runs"] == 6
 
 
+def test_a_proxy_that_prints_nan_stops_the_search_in_one_line_and_the_fixed_trainer_resumes(pipeline, tmp_path):
+    """Issue 29: a command proxy that printed NaN ended the search in a traceback, and the NaN, kept,
+    failed every run after the trainer was fixed. Now: one line naming the mixture and the trainer's
+    last output, exit 5; fixed, the same command reuses the finished proxies and trains the rest."""
+    sets, _ = pipeline
+    trainer, broken = tmp_path / "trainer.py", tmp_path / "broken"
+    trainer.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        w = [float(v) for v in json.load(sys.stdin)["weights"].values()]
+        if os.path.exists({str(broken)!r}) and max(w) > 0.5:
+            print("step 20: loss nan")
+            print("NaN")
+        else:
+            print(-sum(v * v for v in w))
+    """))
+    broken.touch()
+    command = {**sets, "proxy.kind": "command", "search.parallelism": "1", "search.budget": "[6]",
+               "search.seed": "7", "proxy.command": json.dumps([sys.executable, str(trainer)])}
+    done = climb("search", command, "--method", "random")
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("climb-spark:")]
+    assert re.match(r"climb-spark: proxy failed: search random-\w+ iteration 1: proxy \d \(mixture [\d:., ]+\) gave "
+                    r"no score: proxy command \S+ printed 'NaN': its score is not a finite number; its last output: "
+                    r"step 20: loss nan \| NaN; \d failed, \d of 6 finished and kept", line), line
+    finished = done.stdout.count(" done, score ")
+    broken.unlink()
+    again = climb("search", command, "--method", "random")
+    assert again.returncode == 0, again.stderr[-3000:]
+    if finished:
+        assert f"reusing {finished} finished proxies, training {6 - finished}" in again.stdout
+    sid = re.search(r"search (random-\w+) \(random\): 6 proxies", again.stdout).group(1)
+    out = query(sets, f"""
+        out["rows"] = [r.score for r in spark.sql("SELECT score FROM climb.proxy_results "
+                                                  "WHERE search_id = '{sid}'").collect()]
+    """)
+    assert len(out["rows"]) == 6 and all(math.isfinite(v) for v in out["rows"])
+
+
 def test_proxies_from_a_shared_base_train_it_once_per_pool(pipeline):
     sets, _ = pipeline
     based = {**sets, "proxy.init": "base", "proxy.base_steps": "20", "search.budget": "[3]"}
     done = climb("search", based, "--method", "random")
     assert done.returncode == 0, done.stderr[-3000:]
-    path = re.search(r"proxy base (\S+): training on the prior", done.stdout).group(1)
+    path = re.search(r"proxy base (.+?): training on the prior", done.stdout).group(1)
     assert path.startswith(str(Path(sets["lakehouse.root"]) / "token_pools")) and Path(path).stat().st_size > 0
     assert not list(Path(path).parent.glob("*.tmp"))  # written under a temporary name, then moved
-    sid = re.search(r"search (random-\w+) \(random\): 3 proxies", done.stdout).group(1)
+    sid = re.search(r"search (random-\w+) \(random\): 3 proxies trained", done.stdout).group(1)
     # Other proxy steps, same base settings: the checkpoint is reused, the proxies are new.
     again = climb("search", {**based, "proxy.steps": "10"}, "--method", "random")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -346,14 +418,16 @@ def test_proxies_from_a_shared_base_train_it_once_per_pool(pipeline):
 
 def test_climb_beats_the_baselines_on_a_known_optimum(pipeline):
     """With a command proxy whose best mixture is known (all weight on the last super-cluster),
-    CLIMB's iterations must get closer to it than uniform and token-proportional weights."""
+    CLIMB's iterations must get closer to it than uniform and token-proportional weights. No
+    repetition limit: under one, capped uniform weights can be that optimum's feasible best."""
     sets, _ = pipeline
     command = {**sets, "proxy.kind": "command", "search.budget": "[8, 4, 4]", "compare.seeds": "[1]",
+               "search.max_passes": "0",
                "compare.methods": "[climb, uniform, token-prop]",
                "proxy.command": json.dumps([sys.executable, str(ROOT / "tests" / "proxy_command.py")])}
     done = climb("compare", command)
     assert done.returncode == 0, done.stderr[-3000:]
-    scores = {m: float(s) for m, s in re.findall(r"^  (\S+) +[\d.]+ \+- [\d.]+ +(-[\d.]+) \+-", done.stdout, re.M)}
+    scores = {m: float(s) for m, s in re.findall(r"^    (\S+) +[\d.]+ \+- [\d.]+ +(-[\d.]+) \+-", done.stdout, re.M)}
     assert set(scores) == {"climb", "uniform", "token-prop"}
     assert scores["climb"] > max(scores["uniform"], scores["token-prop"])
 
@@ -460,7 +534,7 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), \
         "Debian's chromium and chromium-driver are needed (install.sh installs them as root)"
     sets, stdout = pipeline
-    run_id = re.search(r"search climb-\w+ \(climb\): 8 proxies, MLflow run (\w+)", stdout).group(1)
+    run_id = re.search(r"search climb-\w+ \(climb\): 8 proxies trained, MLflow run (\w+)", stdout).group(1)
     client = MlflowClient(sets["mlflow.tracking_uri"])
     exp = client.get_experiment_by_name("climb-spark")
     parent = client.get_run(run_id)

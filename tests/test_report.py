@@ -4,6 +4,7 @@ import datetime as dt
 import html
 import re
 
+import numpy as np
 import pytest
 
 from climb_spark import report
@@ -11,6 +12,7 @@ from climb_spark.ids import pool_id, search_id
 from climb_spark.lakehouse.tables import (CLUSTER_STATS, COMPARISONS, DOCUMENTS, DUPLICATES, MIXTURES, REJECTS,
                                           SUPER_CLUSTERS, Lakehouse)
 from climb_spark.rubric import CRITERIA
+from climb_spark.stages.search import significance
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 EVIL = "<script>alert('x')</script>"
@@ -86,12 +88,21 @@ def lakehouse(spark, cfg):
         # Another clustering's mixture: not comparable, left out.
         {**mixture, "search_id": "old", "method": "random", "weights": [1.0], "cluster_run_id": "fit0",
          "predicted_score": None, "best_observed_score": None, "mlflow_run_id": None, "created_at": NOW}])
-    _write(spark, cfg, COMPARISONS, [
-        {"compare_id": "compare-1", "method": m, "search_id": sid, "weights": w, "seeds": [1, 2], "scores": s,
-         "mean_score": sum(s) / 2, "std_score": 0.0141, "mean_target_loss": -sum(s) / 2, "std_target_loss": 0.0141,
-         "mlflow_run_id": compare_run, "created_at": NOW}
-        for m, sid, w, s in [("climb", climb_id, [0.7, 0.3], [-3.20, -3.22]),
-                             ("uniform", "uniform-1", [0.5, 0.5], [-3.40, -3.42])]])
+    scales = {"proxy": {"climb": [-3.20, -3.22], "uniform": [-3.40, -3.42]},
+              # At the larger model the order flips, by less than the seeds disagree.
+              "target": {"climb": [-2.90, -2.70], "uniform": [-2.80, -2.75]}}
+    rows = []
+    for scale, scores in scales.items():
+        found = significance.margins({m: np.array(v) for m, v in scores.items()}, 0.95)
+        order = sorted(scores, key=lambda m: -sum(scores[m]))
+        rows += [{"compare_id": "compare-1", "method": m, "search_id": sid, "weights": w, "seeds": [1, 2],
+                  "scores": scores[m], "mean_score": sum(scores[m]) / 2, "std_score": 0.0141,
+                  "mean_target_loss": -sum(scores[m]) / 2, "std_target_loss": 0.0141, "mlflow_run_id": compare_run,
+                  "created_at": NOW, "scale": scale, "model": f"{scale} model", "rank": order.index(m) + 1,
+                  "margin": found[m].margin, "margin_against": found[m].other, "margin_low": found[m].low,
+                  "margin_high": found[m].high, "significant": found[m].significant}
+                 for m, sid, w in [("climb", climb_id, [0.7, 0.3]), ("uniform", "uniform-1", [0.5, 0.5])]]
+    _write(spark, cfg, COMPARISONS, rows)
     return run_id, climb_id
 
 
@@ -133,8 +144,11 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
     assert f"Chosen: climb , search {climb_id} , the search export uses" in text
     assert "climb-other" not in text and "random" not in text
     assert "0: python, module, import 0.600 0.700 0.500" in text
-    assert "climb 3.2100 +- 0.0141 -3.2100 +- 0.0141" in text  # best first
+    assert "1 climb 3.2100 +- 0.0141 -3.2100 +- 0.0141 +0.2000 vs uniform * [+0.2000, +0.2000]" in text  # best first
     assert text.index("climb 3.2100") < text.index("uniform 3.4100")
+    # Each scale says who is first and whether the lead is significant, plainly.
+    assert "Proxy scale: proxy model First: climb . Its lead over uniform is significant" in text
+    assert "Target scale: target model First: uniform . Its lead over climb is not significant (+0.0250, interval [" in text
     # The predictor's diagnostics say they are held-out, per fit.
     assert "Spearman, held-out" in text and "held-out" in text
     assert "1 4 0.250 0.010" in text and "2 6 0.610 0.020" in text

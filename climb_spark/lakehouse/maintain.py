@@ -2,7 +2,8 @@
 
 - Token pools (`{lakehouse.root}/token_pools/{pool_id}/`) and exports (`{export.output}/{export_id}/`)
   that nothing refers to any more are removed, with their rows in `token_pools` and
-  `training_mix`. Kept: every pool a `mixtures` or `proxy_results` row names and the newest pool;
+  `training_mix`. Kept: every pool a `mixtures` or `proxy_results` row names, every pool holding
+  proxy results a killed search staged (`{pool}/proxy_results/`), and the newest pool;
   every export whose manifest names a search of `mixtures` with the weights that row holds now,
   and the newest export; and anything younger than `maintain.retain_hours`, which a running job
   may still be writing.
@@ -187,12 +188,14 @@ def _column(spark: SparkSession, lake: Lakehouse, spec: TableSpec, existing, col
 
 
 def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, report: MaintainReport, log) -> None:
-    _, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME, cfg.s3)
+    filesystem, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME, cfg.s3)
     listed: dict[str, float] = {}
     if TOKEN_POOLS in existing:
         listed = {r["pool_id"]: r["created"].timestamp() for r in spark.table(lake.name(TOKEN_POOLS))
                   .groupBy("pool_id").agg(F.max("created_at").alias("created")).collect()}
     keep = _column(spark, lake, MIXTURES, existing, "pool_id") | _column(spark, lake, PROXY_RESULTS, existing, "pool_id")
+    # Finished proxies a killed search staged and has not committed yet: the next run commits them.
+    keep |= {pid for pid, (path, _, _) in folders.items() if _staged(filesystem, f"{path}/proxy_results")}
     newest = max(listed, key=listed.get, default=None)
     keep |= {newest} if newest else set()
     doomed = []
@@ -213,6 +216,13 @@ def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, 
         if pid in folders:
             files.remove_dir(f"{cfg.lakehouse.root.rstrip('/')}/token_pools/{pid}", cfg.s3)
             log(f"maintain: removed token pool {pid}")
+
+
+def _staged(filesystem, folder: str) -> bool:
+    from pyarrow import fs as pafs
+
+    return any(i.type == pafs.FileType.File and i.base_name.endswith(".json")
+               for i in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True)))
 
 
 def _remove_exports(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, report: MaintainReport,

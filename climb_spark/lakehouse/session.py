@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
-from climb_spark.lakehouse import class_archive, object_store, orphans
+from climb_spark.lakehouse import binding, class_archive, object_store, orphans
 from climb_spark.lakehouse.jars import list_jars
 
 LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
@@ -19,9 +19,9 @@ DELTA_CONF = {
 }
 
 
-def _metastore_dir(cfg: Config) -> Path:
-    """The local folder where the local catalog keeps its metastore: spark.metastore_dir, else the
-    lakehouse root, which must then be local."""
+def local_root(cfg: Config) -> Path:
+    """The local folder where the local catalog keeps its metastore (and the lock that keeps it to
+    one job): spark.metastore_dir, else the lakehouse root, which must then be local."""
     if cfg.spark.metastore_dir:
         return Path(cfg.spark.metastore_dir.removeprefix("file://")).resolve()
     if not is_local_path(cfg.lakehouse.root):
@@ -35,7 +35,7 @@ def _metastore_dir(cfg: Config) -> Path:
 def check_catalog(cfg: Config) -> None:
     """The local catalog has a local folder for its metastore (ConfigError, naming the key)."""
     if cfg.spark.local_catalog:
-        _metastore_dir(cfg)
+        local_root(cfg)
 
 
 def _warehouse(cfg: Config) -> str:
@@ -57,7 +57,7 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
         conf.update(DELTA_CONF)
     conf.update(object_store.hadoop_conf(cfg.s3))
     if cfg.spark.local_catalog:
-        metastore = _metastore_dir(cfg)
+        metastore = local_root(cfg)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
             "spark.sql.warehouse.dir": _warehouse(cfg),
@@ -66,9 +66,17 @@ def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]
                 f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         })
         java_opts.append(f"-Dderby.system.home={metastore}")
-    conf["spark.driver.extraJavaOptions"] = " ".join([*java_opts, *cfg.spark.driver_java_options])
+    conf["spark.driver.extraJavaOptions"] = " ".join(_quoted(o) for o in [*java_opts, *cfg.spark.driver_java_options])
     conf.update(cfg.spark.conf)
     return conf
+
+
+def _quoted(option: str) -> str:
+    """One JVM option as Spark's launcher splits extraJavaOptions (on whitespace, honouring double
+    quotes and backslash escapes): a lakehouse root with a space kept the JVM from starting."""
+    if not any(ch.isspace() or ch in "\"'\\" for ch in option):
+        return option
+    return '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # This process's lock on each local lakehouse it opened, released when the process ends.
@@ -123,16 +131,39 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     conf.setdefault("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     for key, value in conf.items():
         builder = builder.config(key, value)
+    opened = False
     if cfg.spark.local_catalog:
-        _metastore_dir(cfg).mkdir(parents=True, exist_ok=True)
-        # The lock keeps the catalog to one job; the sweep of uncommitted files covers a local
-        # warehouse only (docs/platforms.md: on an object store, a maintain VACUUM removes them).
-        if hold_local_lakehouse(_metastore_dir(cfg)) and is_local_path(cfg.lakehouse.root):
-            warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
+        local_root(cfg).mkdir(parents=True, exist_ok=True)
+        opened = hold_local_lakehouse(local_root(cfg))
+        # The catalog made to agree with the table folders, and the sweep of a failed write's
+        # uncommitted files, cover a local warehouse; on an object store a maintain VACUUM removes
+        # such files (docs/platforms.md).
+        warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:")) \
+            if is_local_path(cfg.lakehouse.root) else None
+        if opened and warehouse is not None:
             for table, (files, size) in orphans.sweep(warehouse).items():
                 print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "
                       "that a failed write left uncommitted", file=sys.stderr, flush=True)
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    if opened and warehouse is not None:
+        try:
+            _agree(spark, local_root(cfg), warehouse)
+        except BaseException:
+            spark.stop()
+            raise
     return spark
+
+
+def _agree(spark: SparkSession, root: Path, warehouse: Path) -> None:
+    """The local catalog and the lakehouse's folders made to agree before anything reads a table:
+    first its own tables (a copied lakehouse's catalog names the original's), then each table
+    against its folder."""
+    rebound = binding.bind(spark, root, warehouse)
+    if rebound:
+        print(f"climb-spark: this lakehouse was copied, moved or restored from {Path(rebound.former).parent}: its "
+              f"catalog named the tables there; {len(rebound.tables)} re-registered at their folders under {root} "
+              f"({', '.join(rebound.tables)})", file=sys.stderr, flush=True)
+    for line in binding.check(spark, root, warehouse).lines(warehouse):
+        print(line, file=sys.stderr, flush=True)

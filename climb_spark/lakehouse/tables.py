@@ -95,6 +95,7 @@ class Lakehouse:
 
     def __init__(self, cfg: LakehouseConfig):
         self.cfg = cfg
+        self._current: set[str] = set()  # tables whose columns were checked by this object
 
     @property
     def schema_name(self) -> str:
@@ -137,10 +138,22 @@ class Lakehouse:
                 raise
             clear_half_created(name, str(err), object_store.from_session(spark))
             spark.sql(create)
+        if name not in self._current:
+            add_new_columns(spark, name, spec)
+            self._current.add(name)
         return name
 
     def table(self, spark: SparkSession, spec: TableSpec) -> DataFrame:
         return spark.table(self.name(spec))
+
+
+def add_new_columns(spark: SparkSession, name: str, spec: TableSpec) -> None:
+    """A table made by an earlier version of climb-spark gains the (nullable) columns added to its
+    spec since, so a lakehouse keeps working across upgrades; its rows read them as null."""
+    have = {f.name.lower() for f in spark.table(name).schema.fields}
+    missing = [f for f in spec.schema.fields if f.name.lower() not in have]
+    if missing:
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl(T.StructType(missing))})")
 
 
 def clear_half_created(name: str, message: str, s3: S3Config) -> None:
@@ -313,6 +326,8 @@ PROXY_RESULTS = TableSpec(
         T.StructField("mlflow_run_id", T.StringType(), True),
         T.StructField("pool_id", T.StringType(), False),
         T.StructField("finished_at", T.TimestampType(), False),
+        T.StructField("role", T.StringType(), True,
+                      {"comment": "search: a search's proxy; compare-proxy / compare-target: compare's retrains"}),
     ]),
     key=("search_id", "proxy_key"),
     comment="Every (mixture, proxy score) pair, one commit per search round; a resumed search reuses them.",
@@ -327,12 +342,17 @@ MIXTURES = TableSpec(
         T.StructField("prior", T.ArrayType(T.DoubleType(), False), False, {"comment": "token shares p"}),
         T.StructField("predicted_score", T.DoubleType(), True),
         T.StructField("best_observed_score", T.DoubleType(), True),
-        T.StructField("n_proxies", T.IntegerType(), False),
+        T.StructField("n_proxies", T.IntegerType(), False, {"comment": "distinct mixtures trained"}),
         T.StructField("pool_id", T.StringType(), False),
         T.StructField("cluster_run_id", T.StringType(), False),
         T.StructField("mlflow_run_id", T.StringType(), True),
         T.StructField("config", T.StringType(), False, {"comment": "search, proxy and target settings, JSON"}),
         T.StructField("created_at", T.TimestampType(), False),
+        T.StructField("explanation", T.StringType(), True, {"comment": "why this mixture was chosen"}),
+        T.StructField("observed_score", T.DoubleType(), True,
+                      {"comment": "the final mixture's own proxy score, where it was trained"}),
+        T.StructField("max_weights", T.ArrayType(T.DoubleType(), False), True,
+                      {"comment": "data availability: each weight's bound (search.max_passes)"}),
     ]),
     key=("search_id",),
     comment="The final mixture of each search.",
@@ -346,16 +366,26 @@ COMPARISONS = TableSpec(
         T.StructField("search_id", T.StringType(), False),
         T.StructField("weights", T.ArrayType(T.DoubleType(), False), False),
         T.StructField("seeds", T.ArrayType(T.IntegerType(), False), False),
-        T.StructField("scores", T.ArrayType(T.DoubleType(), False), False),
+        T.StructField("scores", T.ArrayType(T.DoubleType(), False), False, {"comment": "one per seed, in seeds order"}),
         T.StructField("mean_score", T.DoubleType(), False),
         T.StructField("std_score", T.DoubleType(), False),
         T.StructField("mean_target_loss", T.DoubleType(), True),
         T.StructField("std_target_loss", T.DoubleType(), True),
         T.StructField("mlflow_run_id", T.StringType(), True),
         T.StructField("created_at", T.TimestampType(), False),
+        T.StructField("scale", T.StringType(), True,
+                      {"comment": "proxy: the search's own proxy; target: compare.target_model, a larger one"}),
+        T.StructField("model", T.StringType(), True, {"comment": "the retrained model's size and tokens"}),
+        T.StructField("rank", T.IntegerType(), True, {"comment": "1 = best mean score at this scale"}),
+        T.StructField("margin", T.DoubleType(), True,
+                      {"comment": "mean paired score difference to margin_against (the winner; the runner-up for the winner)"}),
+        T.StructField("margin_against", T.StringType(), True),
+        T.StructField("margin_low", T.DoubleType(), True, {"comment": "paired t interval at compare.confidence"}),
+        T.StructField("margin_high", T.DoubleType(), True),
+        T.StructField("significant", T.BooleanType(), True, {"comment": "the interval excludes 0"}),
     ]),
-    key=("compare_id", "method"),
-    comment="Each method's final mixture retrained with the same proxy over several seeds.",
+    key=("compare_id", "method", "scale"),
+    comment="Each method's final mixture retrained over several seeds, with the proxy and with a larger model.",
 )
 
 TRAINING_MIX = TableSpec(

@@ -19,9 +19,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config, S3Config
-from climb_spark.curated import kept_documents, super_clusters, target_filter
+from climb_spark.curated import (TargetOverlap, kept_documents, read_target, super_clusters, target_documents,
+                                  target_filter, target_overlap, without_target_documents)
 from climb_spark.errors import ConfigError, InputError
-from climb_spark.ids import pool_id
+from climb_spark.ids import content_id, pool_id
 from climb_spark.lakehouse import files
 from climb_spark.lakehouse.delta import merge_insert_only
 from climb_spark.lakehouse.tables import TOKEN_POOLS, Lakehouse
@@ -40,6 +41,18 @@ class Pool:
     prior: tuple[float, ...]
     cluster_run_id: str
     target_kind: str
+    # A file or choices target's documents found in the corpus (left out of the training pools).
+    overlap: TargetOverlap | None = None
+    # A digest of every token the pool holds (content.json): a rebuilt pool whose tokens differ
+    # (documents added under the same clustering) names its proxies differently.
+    content: str = ""
+    # Each super-cluster's tokens as the tables count them (export's unit), for data availability.
+    n_tokens: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What a proxy result depends on: the pool's id and its content."""
+        return f"{self.pool_id}/{self.content}" if self.content else self.pool_id
     # The object store the pool's files are on, when they are (proxy tasks read them through it).
     s3: S3Config = S3Config()
 
@@ -64,11 +77,15 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind, cfg.s3)
+                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root, cfg.s3),
+                tuple(int(s["n_tokens"]) for s in supers), s3=cfg.s3)
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
-    docs = kept_documents(spark, cfg).withColumn("is_target", target_filter(cfg))
+    # A holdout target is a slice of these documents; a file or choices target's own documents, where
+    # the corpus holds them too, are left out of every training pool.
+    docs = (without_target_documents(kept_documents(spark, cfg), target_documents(spark, cfg))
+            .withColumn("is_target", target_filter(cfg)))
     tokenizer = load_or_train_tokenizer(spark, cfg, docs.where(~F.col("is_target")))
     spec = tokenizer.to_str()
     eos = eos_id(tokenizer)
@@ -86,8 +103,7 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
     if cfg.target.kind == "choices":
         _choices_target(spark, cfg, tokenizer).coalesce(1).write.mode("overwrite").parquet(f"{root}/choices")
     counts = {(r["split"], r["super_cluster_id"]): (r["n_docs"], r["n_tokens"])
-              for r in spark.read.parquet(f"{root}/tokens").groupBy("split", "super_cluster_id")
-              .agg(F.count("*").alias("n_docs"), F.sum(F.size("tokens")).alias("n_tokens")).collect()}
+              for r in _summarize(spark, root, cfg.s3)[0]}
     if cfg.target.kind != "choices" and ("target", TARGET) not in counts:
         raise ConfigError(f"target: no documents match {_describe_target(cfg)}; widen target.source / "
                           "target.super_cluster or raise target.holdout_fraction")
@@ -100,8 +116,9 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
                for s in supers]
     empty = [r["super_cluster_id"] for r in records if r["n_tokens"] == 0]
     if empty:
-        raise InputError(f"super-clusters {empty} have no training documents left after the target "
-                         "was held out; lower target.holdout_fraction")
+        why = ("the target was held out; lower target.holdout_fraction" if cfg.target.kind == "holdout" else
+               "the target's own documents were left out (the target file holds all of theirs)")
+        raise InputError(f"super-clusters {empty} have no training documents left after {why}")
     if cfg.target.kind != "choices":
         n_docs, n_tokens = counts[("target", TARGET)]
         records.append({"pool_id": pid, "split": "target", "super_cluster_id": TARGET, "n_docs": int(n_docs),
@@ -113,6 +130,38 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
         f"{sum(r['n_tokens'] for r in records if r['split'] == 'train'):,} training tokens, "
         f"target {_describe_target(cfg)}")
     return records
+
+
+def content_digest(spark: SparkSession, root: str, s3: S3Config) -> str:
+    """The digest of every token a pool holds, from `{root}/content.json` (written as it was built;
+    a pool built before there was one gets it on first use)."""
+    from pyarrow import fs as pafs
+
+    filesystem, where = files.filesystem(f"{root}/content.json", s3)
+    if filesystem.get_file_info(where).type != pafs.FileType.File:
+        return _summarize(spark, root, s3)[1]
+    with filesystem.open_input_stream(where) as f:
+        return json.loads(f.read().decode("utf-8"))["digest"]
+
+
+def _summarize(spark: SparkSession, root: str, s3: S3Config) -> tuple[list, str]:
+    """Each split and super-cluster's documents and tokens, with their ids and tokens hashed
+    (order-free: XOR of one hash per document), and the digest of it all, written to
+    `{root}/content.json`."""
+    from pyarrow import fs as pafs
+
+    rows = (spark.read.parquet(f"{root}/tokens").groupBy("split", "super_cluster_id")
+            .agg(F.count("*").alias("n_docs"), F.sum(F.size("tokens")).alias("n_tokens"),
+                 F.bit_xor(F.xxhash64("doc_id", "tokens")).alias("hash"))
+            .orderBy("split", "super_cluster_id").collect())
+    summary = [[r["split"], r["super_cluster_id"], r["n_docs"], r["n_tokens"], r["hash"]] for r in rows]
+    filesystem, where = files.filesystem(f"{root}/choices", s3)
+    if filesystem.get_file_info(where).type == pafs.FileType.Directory:
+        choices = spark.read.parquet(f"{root}/choices")
+        summary.append(["choices", choices.count(), choices.agg(F.bit_xor(F.xxhash64(*choices.columns))).first()[0]])
+    digest = content_id(summary, 16)
+    files.write_text(f"{root}/content.json", json.dumps({"digest": digest, "parts": summary}), s3)
+    return rows, digest
 
 
 def _describe_target(cfg: Config) -> str:
@@ -162,22 +211,9 @@ def tokenize_batches(batches: Iterator[pd.DataFrame], spec: str, eos: int) -> It
                             "doc_id": batch["doc_id"], "tokens": tokenize(batch["text"].tolist(), tokenizer, eos)})
 
 
-def _read_jsonl(spark: SparkSession, path: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(spark.sparkContext.textFile(path).collect()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"target.path: line {i + 1} of {path} is not JSON ({err.msg})") from None
-    if not rows:
-        raise ConfigError(f"target.path: {path} holds no records")
-    return rows
-
-
 def _file_target(spark: SparkSession, cfg: Config, tokenizer, eos: int) -> DataFrame:
     texts = []
-    for i, rec in enumerate(_read_jsonl(spark, cfg.target.path)):
+    for i, rec in enumerate(read_target(spark, cfg.target.path)):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or not rec["text"].strip():
             raise ConfigError(f"target.path: record {i + 1} of {cfg.target.path} has no \"text\" string")
         texts.append(rec["text"])
@@ -187,7 +223,7 @@ def _file_target(spark: SparkSession, cfg: Config, tokenizer, eos: int) -> DataF
 
 def _choices_target(spark: SparkSession, cfg: Config, tokenizer) -> DataFrame:
     rows = []
-    for i, rec in enumerate(_read_jsonl(spark, cfg.target.path)):
+    for i, rec in enumerate(read_target(spark, cfg.target.path)):
         ok = (isinstance(rec, dict) and isinstance(rec.get("context"), str) and isinstance(rec.get("choices"), list)
               and len(rec["choices"]) >= 2 and all(isinstance(c, str) and c for c in rec["choices"])
               and isinstance(rec.get("label"), int) and 0 <= rec["label"] < len(rec["choices"]))

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -27,9 +30,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import ProxyConfig, S3Config, TargetConfig
-from climb_spark.ids import content_id
+from climb_spark.errors import ProxyError
+from climb_spark.ids import content_id, proxy_settings
 from climb_spark.lakehouse import files
-from climb_spark.lakehouse.delta import merge_insert_only
+from climb_spark.lakehouse.delta import merge_upsert
 from climb_spark.lakehouse.tables import PROXY_RESULTS
 from climb_spark.lakehouse.tasks import default_parallelism, task_gpu, worker_cached
 from climb_spark.proxy import lm
@@ -46,9 +50,10 @@ class ProxySpec:
     seed: int
 
 
-def proxy_key(pool_id: str, proxy: ProxyConfig, seed: int, weights) -> str:
-    """Names one proxy training: same pool (target included), settings, seed and mixture = same result."""
-    key = {"pool": pool_id, "proxy": dataclasses.asdict(proxy), "seed": seed,
+def proxy_key(pool_key: str, proxy: ProxyConfig, seed: int, weights) -> str:
+    """Names one proxy training: same pool (`Pool.key`: its id and the digest of its tokens, target
+    included), settings, seed and mixture = same result."""
+    key = {"pool": pool_key, "proxy": proxy_settings(proxy), "seed": seed,
            "weights": [round(float(w), 9) for w in weights]}
     return content_id(key, 16)
 
@@ -57,7 +62,7 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
     """The body of one proxy task (a plain function: the test suite calls it without Spark)."""
     weights = {sc: float(w) for sc, w in zip(pool.super_cluster_ids, spec.weights) if w > 0}
     if proxy.kind == "command":
-        return run_command(proxy.command, spec, pool, weights)
+        return run_command(proxy.command, spec, pool, weights, proxy.timeout_s)
     pools = read_pools(pool, proxy, weights)
     device = task_device(proxy)
     base = read_base(base_path(pool, proxy), pool.s3) if proxy.init == "base" else None
@@ -79,7 +84,8 @@ def read_pools(pool: Pool, proxy: ProxyConfig, weights: dict[int, float]) -> dic
 def base_path(pool: Pool, proxy: ProxyConfig) -> str:
     """Where the pool keeps the base checkpoint of these proxy settings (`proxy.init=base`)."""
     settings = {k: v for k, v in dataclasses.asdict(proxy).items()
-                if k not in ("init", "steps", "warmup_steps", "schedule", "log_every", "device", "command", "kind")}
+                if k not in ("init", "steps", "warmup_steps", "schedule", "log_every", "device", "command", "kind",
+                             "timeout_s")}
     settings["steps"] = proxy.base_steps or proxy.steps
     settings.update(warmup_steps=proxy.warmup_steps, schedule=proxy.schedule)
     return f"{pool.root}/base/{content_id(settings, 12)}.pt"
@@ -143,9 +149,13 @@ def run_in_one_task(spark: SparkSession, work: Callable[[int], dict], descriptio
     return json.loads(rows[0]["result"])
 
 
-def run_command(argv: list[str], spec: ProxySpec, pool: Pool, weights: dict[int, float]) -> dict:
+def run_command(argv: list[str], spec: ProxySpec, pool: Pool, weights: dict[int, float],
+                timeout_s: float = 3600.0) -> dict:
     """A user's trainer: the mixture as JSON on stdin and at {mixture_json}; its last stdout line
-    is the score (a number, or JSON with "score" and optionally "target_loss", "loss_curve")."""
+    is the score (a number, or JSON with "score" and optionally "target_loss", "loss_curve"). It
+    runs in a process group of its own, killed whole when it is past `timeout_s` (and when it
+    ends, so no child it left behind runs on). A run that gives no finite score comes back as
+    {"failed": why, "output": its last lines}, never as a score."""
     payload = {"weights": {str(k): v for k, v in weights.items()}, "seed": spec.seed, "search_id": spec.search_id,
                "iteration": spec.iteration, "index": spec.index, "pool_id": pool.pool_id,
                "super_clusters": list(pool.super_cluster_ids),
@@ -155,72 +165,130 @@ def run_command(argv: list[str], spec: ProxySpec, pool: Pool, weights: dict[int,
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(payload, f)
         f.flush()
-        proc = subprocess.run([a.replace("{mixture_json}", f.name) for a in argv], input=json.dumps(payload),
-                              capture_output=True, text=True)
+        proc = subprocess.Popen([a.replace("{mixture_json}", f.name) for a in argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True)
+        timed_out = False
+        try:
+            stdout, stderr = proc.communicate(json.dumps(payload), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            try:
+                stdout, stderr = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a child that left the group still holds the pipes
+                stdout, stderr = "", ""
+        finally:
+            _kill_group(proc.pid)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    seconds = time.perf_counter() - started
+    lines = [line for line in stdout.splitlines() if line.strip()]
+
+    def failed(why: str) -> dict:
+        tail = "\n".join((lines + stderr.strip().splitlines())[-5:])[-1000:]
+        return {"failed": f"proxy command {argv[0]} {why}", "output": tail, "seconds": seconds}
+
+    if timed_out:
+        return failed(f"ran past proxy.timeout_s={timeout_s:g}s and was killed with its children")
     if proc.returncode != 0:
-        raise RuntimeError(f"proxy command {argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        return failed(f"exited {proc.returncode}")
     try:
-        out = json.loads(lines[-1]) if lines else None
+        out = _number_or_json(lines[-1]) if lines else None
         out = out if isinstance(out, dict) else {"score": out}
         score = float(out["score"])
-    except (ValueError, KeyError, TypeError):
-        raise RuntimeError(f"proxy command {argv[0]} did not print a score as its last line "
-                           f"(got {lines[-1][:200] if lines else 'nothing'!r})") from None
-    loss = out.get("target_loss")
-    return {"score": score, "target_loss": None if loss is None else float(loss),
-            "loss_curve": [float(v) for v in out.get("loss_curve", [])], "tokens_trained": int(out.get("tokens", 0)),
-            "seconds": time.perf_counter() - started}
+        loss = None if out.get("target_loss") is None else float(out["target_loss"])
+        curve = [float(v) for v in out.get("loss_curve", [])]
+        tokens = int(out.get("tokens", 0))
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return failed(f"did not print a score as its last line (got {lines[-1][:200] if lines else 'nothing'!r})")
+    if not math.isfinite(score):
+        return failed(f"printed {lines[-1][:200]!r}: its score is not a finite number")
+    return {"score": score, "target_loss": loss, "loss_curve": curve, "tokens_trained": tokens, "seconds": seconds}
+
+
+def _number_or_json(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return float(line)  # `nan` and `inf` as Python prints them: a number, not a finite one
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class ProxyRunner:
     """Trains the proxies of one search (or comparison), reusing every finished one."""
 
     def __init__(self, spark: SparkSession, pool: Pool, proxy: ProxyConfig, target: TargetConfig, table: str,
-                 tracker, parallelism: int = 0, log: Callable[[str], None] = print):
+                 tracker, parallelism: int = 0, log: Callable[[str], None] = print, role: str = "search"):
         self.spark, self.pool, self.proxy, self.target, self.table = spark, pool, proxy, target, table
-        self.tracker, self.log = tracker, log
+        self.tracker, self.log, self.role = tracker, log, role
         self.parallelism = parallelism or default_parallelism(spark)
 
     def finished(self, search_id: str) -> dict[str, dict]:
-        """The search's committed rows, after committing what a killed run left staged."""
+        """The search's committed rows, after committing what a killed run left staged. A score
+        that is not a finite number is no result (a version before these checks kept a NaN): its
+        proxy is trained again and its row replaced."""
         self.commit(search_id)
-        rows = self.spark.table(self.table).where(F.col("search_id") == search_id).collect()
+        rows = self.spark.table(self.table).where((F.col("search_id") == search_id) & _finite_score()).collect()
         return {r["proxy_key"]: r.asDict() for r in rows}
 
     def staging(self, search_id: str) -> str:
         return f"{self.pool.root}/proxy_results/{search_id}"
 
     def commit(self, search_id: str) -> int:
-        """The staged rows of a search into `proxy_results` in one commit (an insert-only MERGE, so
-        rows a killed run committed but did not unstage are not added twice); then unstaged."""
+        """The staged rows of a search into `proxy_results` in one commit (a MERGE that inserts new
+        keys and replaces only a row whose score is not a finite number, so rows a killed run
+        committed but did not unstage are not added twice); then unstaged."""
         staged = read_staged(self.staging(search_id), self.pool.s3)
         if not staged:
             return 0
-        rows = [dict(row, finished_at=pd.Timestamp(row["finished_at"]).to_pydatetime()) for _, row in staged]
-        merge_insert_only(self.spark, self.table, self.spark.createDataFrame(rows, PROXY_RESULTS.schema),
-                          PROXY_RESULTS.key)
+        rows = [dict(row, finished_at=pd.Timestamp(row["finished_at"]).to_pydatetime()) for _, row in staged
+                if math.isfinite(row["score"])]
+        if rows:
+            merge_upsert(self.spark, self.table, self.spark.createDataFrame(rows, PROXY_RESULTS.schema),
+                         PROXY_RESULTS.key, replace_when=f"NOT ({_FINITE_SQL.format('t.score')})")
         fs, _ = files.filesystem(self.staging(search_id), self.pool.s3)
         for path, _ in staged:
             fs.delete_file(path)
         return len(rows)
 
     def run(self, specs: list[ProxySpec], label: str = "") -> list[dict]:
-        """One result row per spec, in spec order."""
-        keys = [proxy_key(self.pool.pool_id, self.proxy, s.seed, s.weights) for s in specs]
+        """One result row per spec, in spec order. A proxy that gives no finite score stops the
+        batch (those not started are not started) once the running ones are done: it is recorded
+        as failed (a line, an MLflow run), the finished ones are committed, and a ProxyError
+        names its mixture and the trainer's last output."""
+        keys = [proxy_key(self.pool.key, self.proxy, s.seed, s.weights) for s in specs]
         done = self.finished(specs[0].search_id) if specs else {}
-        todo = [(s, k) for s, k in zip(specs, keys) if k not in done]
-        if len(todo) < len(specs):
-            self.log(f"{label}: reusing {len(specs) - len(todo)} finished proxies, training {len(todo)}")
+        # One training per key: specs naming the same mixture and seed share its result.
+        todo = list({k: (s, k) for s, k in zip(specs, keys) if k not in done}.values())
+        reused = len(set(keys)) - len(todo)
+        if reused:
+            self.log(f"{label}: reusing {reused} finished proxies, training {len(todo)}")
         if todo and self.proxy.kind == "torch" and self.proxy.init == "base":
             ensure_base(self.spark, self.pool, self.proxy, self.log)
-        started, times = time.monotonic(), []
+        started, times, failures = time.monotonic(), [], []
         try:
             with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
                 futures = {pool.submit(self._train, s, k): (s, k) for s, k in todo}
                 for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
                     spec, key = futures[future]
-                    result = future.result()
+                    result = _usable(future.result())
+                    if "failed" in result:
+                        failures.append((spec, result))
+                        self._record_failure(spec, key, result)
+                        self.log(f"{label}: proxy {spec.index + 1} FAILED: {result['failed']}")
+                        for other in futures:
+                            other.cancel()  # not started yet: a broken trainer fails them all
+                        continue
                     done[key] = self._record(spec, key, result)
                     times.append(result["seconds"])
                     left = len(todo) - len(times)
@@ -237,12 +305,24 @@ class ProxyRunner:
             raise
         if todo:
             self.commit(specs[0].search_id)
+        if failures:
+            spec, result = failures[0]
+            mixture = ", ".join(f"{sc}:{w:.3f}" for sc, w in zip(self.pool.super_cluster_ids, spec.weights) if w > 0)
+            output = " | ".join(line.strip() for line in result.get("output", "").splitlines() if line.strip())
+            raise ProxyError(f"{label}: proxy {spec.index + 1} (mixture {mixture}) gave no score: {result['failed']}; "
+                             f"its last output: {output[-500:] or 'nothing'}; {len(failures)} failed, "
+                             f"{len(specs) - len(todo) + len(times)} of {len(specs)} finished and kept: fix the "
+                             "trainer and run the same command again, it trains only the rest")
         return [done[k] for k in keys]
 
     def _train(self, spec: ProxySpec, key: str) -> dict:
         pool, proxy, target = self.pool, self.proxy, self.target
         return run_in_one_task(self.spark, lambda threads: train_in_task(spec, pool, proxy, target, threads),
                                f"proxy {spec.search_id} #{spec.iteration}.{spec.index}")
+
+    def _record_failure(self, spec: ProxySpec, key: str, result: dict) -> None:
+        if self.tracker:
+            self.tracker.proxy_failed(spec, key, f"{result['failed']}; last output: {result.get('output', '')}")
 
     def _record(self, spec: ProxySpec, key: str, result: dict) -> dict:
         run_id = self.tracker.proxy_run(spec, key, result) if self.tracker else None
@@ -252,7 +332,7 @@ class ProxyRunner:
                "loss_curve": [float(v) for v in result.get("loss_curve") or []],
                "tokens_trained": int(result.get("tokens_trained") or 0), "seconds": float(result["seconds"]),
                "mlflow_run_id": run_id, "pool_id": self.pool.pool_id,
-               "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
+               "finished_at": pd.Timestamp.now(tz="UTC").to_pydatetime(), "role": self.role}
         # Staged whole (a temporary name and a rename, or one PUT) before the progress line says
         # it is done; committed to the table with the rest of the batch.
         staged = dict(row, finished_at=row["finished_at"].isoformat())
@@ -271,6 +351,20 @@ def read_staged(folder: str, s3: S3Config) -> list[tuple[str, dict]]:
             with filesystem.open_input_stream(info.path) as f:
                 out.append((info.path, json.loads(f.read().decode("utf-8"))))
     return out
+
+
+_FINITE_SQL = "({0} IS NOT NULL AND NOT isnan({0}) AND abs({0}) != double('inf'))"
+
+
+def _finite_score():
+    return F.expr(_FINITE_SQL.format("score"))
+
+
+def _usable(result: dict) -> dict:
+    """A result whose score is not a finite number (a torch proxy that diverged) is a failure."""
+    if "failed" in result or math.isfinite(result["score"]):
+        return result
+    return {"failed": f"the proxy's score is {result['score']} (its training diverged: lower proxy.lr)", "output": "", "seconds": result.get("seconds", 0.0)}
 
 
 def _finite(value) -> float | None:

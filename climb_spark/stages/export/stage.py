@@ -9,6 +9,7 @@ Delta table (replaced per export id) and to shuffled jsonl or parquet shards wit
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark.config import Config, S3Config, check_search
-from climb_spark.curated import kept_documents, super_clusters, target_filter
+from climb_spark.curated import (kept_documents, super_clusters, target_documents, target_filter, target_overlap,
+                                  without_target_documents)
 from climb_spark.errors import PreconditionError
 from climb_spark.ids import content_id, pool_id, search_id
 from climb_spark.lakehouse import files
@@ -76,8 +78,11 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         raise PreconditionError(f"export: search {wanted} has no mixture yet; run `climb-spark search "
                                 f"--method {e.method}` with the same settings first")
     weights = np.asarray(chosen["weights"], dtype=np.float64)
-    docs = (kept_documents(spark, cfg).where(~target_filter(cfg))
+    # Never the search's target: a holdout's slice, or a file target's documents the corpus holds.
+    docs = (without_target_documents(kept_documents(spark, cfg).where(~target_filter(cfg)),
+                                     target_documents(spark, cfg))
             .withColumn("n_tokens", token_count("text").cast("long")))
+    overlap = target_overlap(spark, cfg)
     totals = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in
               docs.groupBy("super_cluster_id").agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
     if len(weights) != len(super_ids):
@@ -129,8 +134,16 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         "sources": {spec.name: table_version(spark, lake.name(spec))
                     for spec in (DOCUMENTS, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS, MIXTURES)},
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "warnings": [],
+        "target": {"kind": cfg.target.kind, **(dataclasses.asdict(overlap) if overlap else {})},
+        "warnings": [w for w in [overlap and overlap.warning(cfg.target.max_overlap)] if w],
     }
+    limit = cfg.search.max_passes
+    over = [c for c in manifest["super_clusters"] if limit and c["passes"] > limit * (1 + 1e-6)]
+    if over:
+        manifest["warnings"].append(
+            "super-clusters " + ", ".join(f"{c['super_cluster_id']} (x{c['passes']:.2f})" for c in over)
+            + f" are repeated past search.max_passes={limit:g} at this token budget ({budget:,}); the search bounded "
+            "its mixtures for search.token_budget, so export a smaller budget or search again with this one")
     if largest is not None and total_tokens and largest["n_tokens"] > e.max_doc_share * total_tokens:
         manifest["warnings"].append(
             f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "

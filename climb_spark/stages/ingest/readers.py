@@ -142,19 +142,31 @@ def plan(path: str, length: int, opts: ReadOptions, split_bytes: int, opener: Op
 
 @dataclass
 class SplitLines:
-    """Lines a byte range holds, blank ones included, once it has been read."""
+    """What a split held, once it has been read: its lines (blank ones included) and the records
+    the reader counted in it. A parquet row group's records are the rows its footer declares, not
+    the rows a read got through, so a read that stops early cannot go unnoticed: the stage checks
+    every record counted here is in documents, duplicates or rejects."""
 
     lines: int = 0
+    records: int = 0
 
 
 def read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitLines | None = None) -> Iterator[Record]:
-    """Every record of one split, in file order."""
+    """Every record of one split, in file order; `counted` gets the split's line and record counts."""
+    counted = counted if counted is not None else SplitLines()
+    footer = file_kind(split.path) == "parquet"  # its rows are counted from the footer, not as read
+    for rec in _read_split(split, opts, opener, counted):
+        counted.records += not footer
+        yield rec
+
+
+def _read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitLines) -> Iterator[Record]:
     path = split.path
     kind = file_kind(path)
-    counted = counted if counted is not None else SplitLines()
     try:
         f = opener(path)
     except OSError as err:  # the store itself not answering is StoreUnavailable, which fails the task
+        counted.records = 1 if kind == "parquet" else counted.records
         yield _file_reject(path, f"unreadable file: {err}", b"", opts)
         return
     with f:
@@ -162,7 +174,7 @@ def read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitLi
             yield _file_reject(path, f"unsupported file type: {PurePosixPath(path).name}",
                                f.read(opts.reject_sample_chars * 4), opts)
         elif kind == "parquet":
-            yield from _read_parquet(path, f, split, opts)
+            yield from _read_parquet(path, f, split, opts, counted)
         else:
             stream, offset = _open_range(f, split)
             end = None if compression(path) or split.end < 0 else split.end
@@ -365,11 +377,16 @@ def _from_object(path: str, number: int, offset: int | None, value: Any, opts: R
     source = value.get(opts.source_field)
     rec.source = str(source) if source not in (None, "") else _stem(path)
     rest = {k: v for k, v in value.items() if k != opts.text_field}
-    rec.metadata = json.dumps(rest, sort_keys=True, ensure_ascii=False, default=str) if rest else None
+    rec.metadata = json.dumps(rest, sort_keys=True, ensure_ascii=False, default=_json_default) if rest else None
     return rec
 
 
 def _text_problem(text: Any, field: str) -> str | None:
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            bytes(text).decode("utf-8")
+        except UnicodeDecodeError as err:
+            return f"text field {field!r} is binary and not UTF-8 (invalid byte at {err.start})"
     if not isinstance(text, str):
         return f"text field {field!r} is {_json_type(text)}, not a string"
     if not text.strip():
@@ -454,7 +471,10 @@ def _whole_characters(raw: bytes) -> bytes:
     return raw
 
 
-def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> Iterator[Record]:
+def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions, counted: SplitLines) -> Iterator[Record]:
+    """The rows of one row group, each a record: a document candidate or a reject. The group's row
+    count comes from the footer, and a read that fails part-way rejects every row it did not
+    reach, each with the reason, so no row of the file is lost."""
     import pyarrow.parquet as pq
 
     try:
@@ -463,15 +483,18 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> It
     except StoreUnavailable:
         raise
     except Exception as err:  # pyarrow raises several types for a corrupt footer
+        counted.records = 1
         yield _file_reject(path, f"unreadable parquet: {err}", b"", opts)
         return
     if opts.text_field not in names:
-        if split.start == 0:  # said once per file, not once per row group
+        if split.start == 0:  # the file is one reject, said once, not once per row group
+            counted.records = 1
             yield _file_reject(path, f"no column {opts.text_field!r} in parquet (columns: {', '.join(names)})",
                                b"", opts)
         return
-    row = split.first_row
     groups = [split.start] if pf.metadata.num_row_groups else []
+    counted.records = sum(pf.metadata.row_group(g).num_rows for g in groups)
+    row, end = split.first_row, split.first_row + counted.records
     try:
         for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
             for value in _parquet_rows(batch):
@@ -479,12 +502,37 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions) -> It
                 if isinstance(value, _BadRow):
                     yield Record(path, row, None, reason=value.reason, raw=_sample(value.raw, opts))
                     continue
-                raw = json.dumps(value, ensure_ascii=False, default=str)
-                yield _from_object(path, row, None, value, opts, raw)
+                raw = json.dumps(value, ensure_ascii=False, default=_json_default)
+                yield _from_object(path, row, None, _text_as_str(value, opts.text_field), opts, raw)
     except StoreUnavailable:
         raise
     except Exception as err:
-        yield Record(path, row + 1, None, reason=f"corrupt parquet after row {row}: {err}")
+        reason = f"corrupt parquet after row {row}: {type(err).__name__}: {err}"[:500]
+        for lost in range(row + 1, end + 1):
+            yield Record(path, lost, None, reason=reason)
+        row = end
+    if row < end:  # the footer promised more rows than the data held
+        for lost in range(row + 1, end + 1):
+            yield Record(path, lost, None, reason=f"parquet row group {split.start} ends at row {row}, its footer "
+                                                   f"says {end}")
+
+
+def _text_as_str(value: dict, field: str) -> dict:
+    """A binary text column (writers that store strings as BYTE_ARRAY without the UTF8 annotation)
+    read as UTF-8, row by row; bytes that are not UTF-8 stay bytes and are rejected as such."""
+    text = value.get(field)
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            return {**value, field: bytes(text).decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -524,8 +572,9 @@ def _file_reject(path: str, reason: str, content: bytes, opts: ReadOptions) -> R
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}[type(value)]
+    """What a value is, in words; a parquet column gives types JSON has not (bytes, dates)."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null", bytes: "binary"}.get(type(value), type(value).__name__)
 
 
 def _stem(path: str) -> str:

@@ -24,6 +24,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from climb_spark.config import Config, S3Config, check_input_exists, is_local_path
 from climb_spark.corpus import uses_default_corpus
+from climb_spark.errors import AccountingError
 from climb_spark.lakehouse import files as lake_files
 from climb_spark.lakehouse import object_store
 from climb_spark.lakehouse.delta import merge_insert_only, session_conf
@@ -43,10 +44,13 @@ PARSED = T.StructType([
     T.StructField("n_words", T.IntegerType()),
     T.StructField("reason", T.StringType()),
     T.StructField("raw", T.StringType()),
-    # Byte ranges after a file's first: where the range starts, and on one extra row per range
-    # (no record) how many lines it held; line numbers are shifted by the ranges before.
+    # Byte ranges after a file's first: where the range starts, and on the split's count row how
+    # many lines it held; line numbers are shifted by the ranges before.
     T.StructField("range_start", T.LongType()),
     T.StructField("range_lines", T.LongType()),
+    # One extra row per split (no record): the records its reader counted, which the accounting
+    # must find in documents, duplicates and rejects.
+    T.StructField("split_records", T.LongType()),
 ])
 SPLITS = T.StructType([
     T.StructField("path", T.StringType()),
@@ -82,8 +86,8 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions, s3: S3Con
     dicts or pandas frames: at ~1 KB a document those cost as much as the parse)."""
     names = PARSED.fieldNames()
     cols: dict[str, list] = {name: [] for name in names}
-    file_, line, offset, doc, text, source, meta, n_chars, words, reason, raw, range_start, range_lines = (
-        cols[name].append for name in names)
+    file_, line, offset, doc, text, source, meta, n_chars, words, reason, raw, range_start, range_lines, \
+        split_records = (cols[name].append for name in names)
     rows = chars = 0
     opener = lambda uri: lake_files.open_input(uri, s3)  # noqa: E731
     for batch in batches:
@@ -92,7 +96,7 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions, s3: S3Con
             at = start if ranged else None
             for rec in read_split(split, opts, opener, counted):
                 file_(rec.file), line(rec.line), offset(rec.offset), source(rec.source), meta(rec.metadata)
-                reason(rec.reason), raw(rec.raw), range_start(at), range_lines(None)
+                reason(rec.reason), raw(rec.raw), range_start(at), range_lines(None), split_records(None)
                 if rec.reason is None:
                     ident, n = identity(rec.text)
                     doc(ident), text(rec.text), n_chars(len(rec.text)), words(n)
@@ -104,10 +108,10 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions, s3: S3Con
                 if rows >= _OUT_ROWS or chars >= _OUT_CHARS:
                     yield _batch(cols)
                     rows = chars = 0
-            if ranged:
-                count = {"file": path, "range_start": start, "range_lines": counted.lines}
-                for name in names:
-                    cols[name].append(count.get(name))
+            count = {"file": path, "range_start": at, "range_lines": counted.lines if ranged else None,
+                     "split_records": counted.records}
+            for name in names:
+                cols[name].append(count.get(name))
     if cols["file"]:
         yield _batch(cols)
 
@@ -127,10 +131,16 @@ def whole_file_lines(parsed: DataFrame) -> DataFrame:
     before = Window.partitionBy("file").orderBy("range_start").rowsBetween(Window.unboundedPreceding, -1)
     shifts = counts.select("file", "range_start",
                            F.coalesce(F.sum("range_lines").over(before), F.lit(0)).alias("_shift"))
-    records = parsed.where(F.col("range_lines").isNull())
+    records = parsed.where(F.col("split_records").isNull())
     return (records.join(F.broadcast(shifts), ["file", "range_start"], "left")
             .withColumn("line", F.col("line") + F.coalesce(F.col("_shift"), F.lit(0)))
-            .select(*[c for c in PARSED.fieldNames() if not c.startswith("range_")]))
+            .select(*[c for c in PARSED.fieldNames() if not c.startswith(("range_", "split_"))]))
+
+
+def reader_counts(parsed: DataFrame) -> DataFrame:
+    """file, records: what the readers counted in each file (parquet: the rows its footer declares)."""
+    return (parsed.where(F.col("split_records").isNotNull()).groupBy("file")
+            .agg(F.sum("split_records").alias("records")))
 
 
 @dataclass
@@ -139,6 +149,7 @@ class IngestReport(Counted):
     files: int
     splits: int
     input_records: int
+    expected_records: int  # what the readers counted, file by file
     documents: int
     new_documents: int
     duplicates: int
@@ -147,7 +158,7 @@ class IngestReport(Counted):
 
     @property
     def balanced(self) -> bool:
-        return self.input_records == self.documents + self.duplicates + self.rejects
+        return self.expected_records == self.input_records == self.documents + self.duplicates + self.rejects
 
     def summary(self) -> str:
         lines = [
@@ -176,11 +187,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
         # from the same parse.
         raw = splits.mapInArrow(lambda it: parse_splits(it, opts, cfg.s3), schema=PARSED).persist()
         try:
-            report = _write(spark, whole_file_lines(raw), names, run_id, now, n_files, n_splits)
+            report = _write(spark, whole_file_lines(raw), reader_counts(raw), names, run_id, now, n_files,
+                            n_splits)
         finally:
             raw.unpersist()
-    if not report.balanced:
-        raise RuntimeError("ingest accounting does not add up:\n" + report.summary())
+    if not report.balanced:  # _write checked it per file before writing; this is the same sum
+        raise AccountingError(f"ingest {run_id}: the accounting does not add up: " + report.summary().splitlines()[0])
     return report
 
 
@@ -252,7 +264,7 @@ def local_files(path: str) -> list[str] | None:
 _BROADCAST_KEYS = 2_000_000
 
 
-def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id: str,
+def _write(spark: SparkSession, parsed: DataFrame, counted: DataFrame, names: dict[str, str], run_id: str,
            now, n_files: int, n_splits: int) -> IngestReport:
     stamp = [F.lit(run_id).alias("ingest_run_id"), now.alias("ingested_at")]
     good = parsed.where(F.col("reason").isNull())
@@ -282,6 +294,7 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
         # Reasons name lines and bytes; the summary groups them by kind.
         kind = F.regexp_replace("reason", "(?<![A-Za-z-])[0-9]+", "N").alias("kind")
         reasons = {r["kind"]: r["n"] for r in rejects.groupBy(kind).agg(F.count("*").alias("n")).collect()}
+        expected = check_balance(classified, rejects, counted, run_id)
 
         new, n_good = counts.get("new", 0), sum(counts.values())
         if new:
@@ -301,11 +314,33 @@ def _write(spark: SparkSession, parsed: DataFrame, names: dict[str, str], run_id
     present = counts.get("present", 0)
     return IngestReport(
         run_id=run_id, files=n_files, splits=n_splits,
-        input_records=n_input,
+        input_records=n_input, expected_records=expected,
         documents=new + present, new_documents=new,
         duplicates=counts.get("duplicate", 0), rejects=sum(reasons.values()),
         reject_reasons=reasons,
     )
+
+
+def check_balance(classified: DataFrame, rejects: DataFrame, counted: DataFrame, run_id: str) -> int:
+    """Every record a reader counted in a file is, by count, in exactly one of the classes bound
+    for documents, duplicates and rejects; checked file by file before anything is written, so a
+    reader that loses rows (a failed parquet read used to reject one row and drop the rest) stops
+    the stage instead of printing a balanced total. The records counted."""
+    found = (classified.select("file").unionByName(rejects.select("file")).groupBy("file")
+             .agg(F.count("*").alias("found")))
+    sums = (counted.join(found, "file", "full_outer")
+            .select("file", F.coalesce("records", F.lit(0)).alias("records"),
+                    F.coalesce("found", F.lit(0)).alias("found")))
+    off = sums.where(F.col("records") != F.col("found"))
+    worst = off.orderBy("file").limit(3).collect()
+    if worst:
+        n = off.count()
+        detail = "; ".join(f"{r['file']}: the reader counted {r['records']:,} records, {r['found']:,} are bound for "
+                           "documents, duplicates or rejects" for r in worst)
+        raise AccountingError(f"ingest {run_id}: {n:,} file{'s' * (n != 1)} do not balance, nothing was written "
+                              f"({detail}{'; ...' if n > len(worst) else ''}): a bug in the reader of this format, "
+                              "please report it with the file")
+    return int(counted.agg(F.sum("records")).first()[0] or 0)
 
 
 def _pick(good: DataFrame, classified: DataFrame, new: int, n_good: int) -> DataFrame:

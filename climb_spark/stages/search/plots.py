@@ -85,34 +85,45 @@ def predicted_vs_actual(history: list[dict], fit):
 
 
 def comparison(rows: list[dict]):
-    """compare's result: each method's final mixture retrained over the seeds, mean +- std."""
-    use_loss = all(r["mean_target_loss"] is not None for r in rows)
-    key, err = ("mean_target_loss", "std_target_loss") if use_loss else ("mean_score", "std_score")
-    rows = sorted(rows, key=lambda r: r[key], reverse=not use_loss)  # best first
-    fig, ax = _figure(max(6, 1.1 * len(rows)), 4)
-    x = np.arange(len(rows))
-    colors = ["C3" if r["method"] == "climb" else "C0" for r in rows]
-    ax.bar(x, [r[key] for r in rows], yerr=[r[err] for r in rows], capsize=4, color=colors)
-    values = np.array([r[key] for r in rows])
-    spread = max(float(np.ptp(values)), float(max(r[err] for r in rows)), 1e-6)
-    ax.set_ylim(values.min() - 1.5 * spread, values.max() + 1.5 * spread)
-    ylabel = "target loss (lower is better)" if use_loss else "proxy score (higher is better)"
-    ax.set(xticks=x, xticklabels=[r["method"] for r in rows], xlabel="search method", ylabel=f"{ylabel}, mean +- std",
-           title=f"Final mixtures retrained over {len(rows[0]['seeds'])} seeds, best first")
-    from matplotlib.patches import Patch
+    """compare's result, one panel per scale (the proxy's, and the larger target model's): each
+    method's score against the best method's, seed by seed, with its paired interval. The axis
+    is the difference, so it is zero-based and a 1% gap looks like one; the best method's bar is
+    its lead over the runner-up."""
+    scales = [sc for sc in ("proxy", "target") if any(r.get("scale", "proxy") == sc for r in rows)]
+    fig, axes = _figure(max(6, 1.0 * len(rows) / max(len(scales), 1)) * len(scales), 4.2)
+    fig.clf()
+    for i, scale in enumerate(scales):
+        ax = fig.add_subplot(1, len(scales), i + 1)
+        mine = sorted([r for r in rows if r.get("scale", "proxy") == scale], key=lambda r: -r["mean_score"])
+        x = np.arange(len(mine))
+        margin = np.array([r.get("margin") if r.get("margin") is not None else r["mean_score"] - mine[0]["mean_score"]
+                           for r in mine])
+        low = np.array([r.get("margin_low") if r.get("margin_low") is not None else m for r, m in zip(mine, margin)])
+        high = np.array([r.get("margin_high") if r.get("margin_high") is not None else m for r, m in zip(mine, margin)])
+        colors = ["C3" if r["method"] == "climb" else "C0" for r in mine]
+        ax.bar(x, margin, color=colors)
+        ax.errorbar(x, margin, yerr=[margin - low, high - margin], fmt="none", ecolor="black", capsize=4)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set(xticks=x, xlabel="search method (best first)",
+               ylabel="score difference (higher is better)",
+               title=f"{scale} scale: {mine[0]['method']} first\n(its bar: lead over {mine[1]['method'] if len(mine) > 1 else '-'};"
+                     f" others: gap to it; {len(mine[0]['seeds'])} seeds)")
+        ax.set_xticklabels([r["method"] for r in mine], rotation=30, ha="right")
+        from matplotlib.patches import Patch
 
-    handles = [Patch(color=c, label=label) for c, label in (("C3", "climb"), ("C0", "baseline"))
-               if c in colors]
-    handles.append(_std_handle())
-    ax.legend(handles=handles, fontsize="small")
+        handles = [Patch(color=c, label=label) for c, label in (("C3", "climb"), ("C0", "baseline")) if c in colors]
+        handles.append(_interval_handle(rows))
+        ax.legend(handles=handles, fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def _std_handle():
+def _interval_handle(rows: list[dict]):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], color="black", marker="_", markersize=10, linestyle="-", label="+- std over seeds")
+    paired = any(r.get("margin_low") is not None for r in rows)
+    return Line2D([], [], color="black", marker="_", markersize=10, linestyle="-",
+                  label="paired interval over seeds" if paired else "no interval (one seed)")
 
 
 def mixture_vs_prior(names: list[str], prior, mixtures: dict[str, list[float]]):

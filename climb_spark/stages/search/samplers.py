@@ -76,11 +76,44 @@ def dirichlet_candidates(prior: np.ndarray, n: int, rng: np.random.Generator) ->
     return dirichlet_rows(np.broadcast_to(prior, (n, len(prior))), rng)
 
 
-def next_batch(candidates: np.ndarray, predicted: np.ndarray, n: int, top_min: int,
-               rng: np.random.Generator) -> np.ndarray:
-    """n mixtures drawn uniformly, without replacement, from the top max(n^2, top_min) predicted."""
-    top = np.argsort(-predicted, kind="stable")[: max(n * n, top_min, n)]
-    return candidates[rng.choice(top, size=min(n, len(top)), replace=False)]
+def spread_candidates(prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Candidates that cover the whole simplex, not only where Dirichlet(p) puts them: with a sparse
+    prior (a few domains hold most tokens) Dirichlet(p) draws sit near its corners. A third each:
+    Dirichlet(p); Dirichlet(s * p^0.5) at log-uniform strengths s in [1, 5M] (from sparse to near
+    the tempered prior); Dirichlet(a) at log-uniform a in [0.2, 5] (from sparse to near uniform)."""
+    prior = _check_prior(prior)
+    m = len(prior)
+    base = np.sqrt(prior) / np.sqrt(prior).sum()
+    third = n // 3
+    strengths = np.exp(rng.uniform(0.0, np.log(5 * m), (third, 1)))
+    flat = np.exp(rng.uniform(np.log(0.2), np.log(5.0), (n - 2 * third, 1)))
+    return np.vstack([dirichlet_candidates(prior, third, rng), dirichlet_rows(strengths * base, rng),
+                      dirichlet_rows(np.broadcast_to(flat, (len(flat), m)), rng)])
+
+
+def top_indices(predicted: np.ndarray, n: int, top_min: int) -> np.ndarray:
+    """The recipe's next-batch pool: the indices of the top max(n^2, top_min) predicted, from which
+    n are drawn uniformly without replacement."""
+    return np.argsort(-np.where(np.isnan(predicted), -np.inf, predicted), kind="stable")[: max(n * n, top_min, n)]
+
+
+def cap_rows(w: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Each row moved into {w <= upper} on the simplex: weight above a bound goes to the row's
+    other domains in proportion to their weight (to the room they have left where those are full),
+    so a row that is already feasible is unchanged and the support grows only when it must."""
+    w = np.array(w, dtype=np.float64, copy=True)
+    upper = np.asarray(upper, dtype=np.float64)
+    for _ in range(len(upper) + 1):
+        over = np.maximum(w - upper, 0.0).sum(axis=1)
+        if over.max(initial=0.0) <= 1e-12:
+            break
+        w = np.minimum(w, upper)
+        free = np.where(w < upper, w, 0.0)
+        room = upper - w
+        total, total_room = free.sum(axis=1, keepdims=True), room.sum(axis=1, keepdims=True)
+        share = np.where(total > 1e-12, free / np.maximum(total, 1e-300), room / np.maximum(total_room, 1e-300))
+        w = w + over[:, None] * share
+    return w
 
 
 def uniform_random(m: int, n: int, rng: np.random.Generator) -> np.ndarray:

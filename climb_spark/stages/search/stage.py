@@ -28,7 +28,7 @@ from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS
 from climb_spark.proxy import pools
 from climb_spark.proxy.runner import ProxyRunner, ProxySpec
 from climb_spark.stages.contract import Counted, Stage
-from climb_spark.stages.search import doremi, strategy
+from climb_spark.stages.search import doremi, samplers, strategy
 from climb_spark.tracking import SearchRun
 
 
@@ -44,17 +44,18 @@ class SearchReport(Counted):
     mlflow_run_id: str
     chosen_from: str = "fixed"
     warnings: list[str] = dataclasses.field(default_factory=list)
+    explanation: str = ""
 
     def summary(self) -> str:
         w = ", ".join(f"{i}:{v:.3f}" for i, v in enumerate(self.weights) if v >= 0.0005)
-        lines = [f"search {self.search_id} ({self.method}): {self.n_proxies} proxies, MLflow run {self.mlflow_run_id}",
-                 f"  final mixture  {w}"]
+        lines = [f"search {self.search_id} ({self.method}): {self.n_proxies} proxies trained, MLflow run "
+                 f"{self.mlflow_run_id}", f"  final mixture  {w}"]
         if self.predicted is not None:
             lines.append(f"  predicted score {self.predicted:.4f}")
         if self.best_observed is not None:
             lines.append(f"  best observed score {self.best_observed:.4f}")
-        if self.chosen_from != "fixed":
-            lines.append(f"  chosen from    {self.chosen_from}")
+        if self.explanation:
+            lines.append(f"  why            {self.explanation}")
         lines += [f"  WARNING {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -67,8 +68,13 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     lake = Lakehouse(cfg.lakehouse)
     pool = pool or pools.ensure(spark, cfg, log)
     sid = search_id(cfg, pool.pool_id, method)
+    overlap = pool.overlap.warning(cfg.target.max_overlap) if pool.overlap else None
+    if pool.overlap and pool.overlap.in_corpus:
+        log(f"search {sid}: target: {pool.overlap.describe()}")
     prior = np.asarray(pool.prior, dtype=np.float64)
     prior /= prior.sum()
+    upper = strategy.upper_bounds(pool.n_tokens, cfg.search.token_budget or cfg.export.token_budget,
+                                  cfg.search.max_passes)
     tracker = SearchRun(cfg.mlflow, sid, f"search-{method}", {
         "method": method, "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
         "super_clusters": len(prior), **{f"search.{k}": v for k, v in dataclasses.asdict(cfg.search).items()},
@@ -94,18 +100,23 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     try:
         if method == "doremi":
             result = doremi.run(spark, cfg, pool, prior, sid, tracker, log, list(before["weights"]) if before else None)
+            if upper is not None:
+                result.weights = samplers.cap_rows(result.weights[None, :], upper)[0]
         else:
             result = strategy.run(prior, evaluate, cfg.search, cfg.search.seed, method,
-                                  on_fit=lambda step, metrics: tracker.log_metrics(metrics, step))
+                                  on_fit=lambda step, metrics: tracker.log_metrics(metrics, step), upper=upper)
     except ClimbError as err:
         tracker.fail(str(err))
         raise
-    n_proxies = result.extra.get("proxies", len(history))
+    if overlap:
+        result.warnings.insert(0, overlap)
+    n_proxies = result.extra.get("proxies", len({r["proxy_key"] for r in history}))
     weights, predicted = result.weights, result.predicted
     for warning in result.warnings:
         log(f"search {sid}: WARNING {warning}")
     tracker.set_tags({"climb.warnings": " | ".join(result.warnings) or "none",
-                      "climb.final_from": result.chosen_from})
+                      "climb.final_from": result.chosen_from, "climb.final_reason": result.explanation[:5000],
+                      **({"climb.target_overlap": pool.overlap.describe()} if pool.overlap else {})})
     if "argmax" in result.extra:
         tracker.log_dict(result.extra["argmax"], "regmix_argmax.json")
 
@@ -116,6 +127,8 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     row = {"search_id": sid, "method": method, "weights": [float(w) for w in weights],
            "prior": [float(p) for p in prior], "predicted_score": predicted, "best_observed_score": best_observed,
            "n_proxies": n_proxies, "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
+           "explanation": result.explanation, "observed_score": result.observed,
+           "max_weights": None if upper is None else [float(u) for u in upper],
            "mlflow_run_id": tracker.run_id,
            "config": json.dumps({"search": dataclasses.asdict(cfg.search), "proxy": dataclasses.asdict(cfg.proxy),
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
@@ -127,7 +140,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
                      MIXTURES.key, replace_when="t.weights <> s.weights")
     tracker.finish()
     return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, n_proxies,
-                        tracker.run_id, result.chosen_from, result.warnings)
+                        tracker.run_id, result.chosen_from, result.warnings, result.explanation)
 
 
 def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
@@ -149,7 +162,8 @@ def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Resul
     tracker.log_params({f"final_w_{i:02d}": round(float(w), 6) for i, w in enumerate(weights)})
     tracker.log_dict({"search_id": tracker.search_id, "weights": [float(w) for w in weights],
                       "prior": [float(p) for p in result.prior], "predicted_score": result.predicted,
-                      "chosen_from": result.chosen_from, "warnings": result.warnings, "names": names,
+                      "chosen_from": result.chosen_from, "why": result.explanation, "observed_score": result.observed,
+                      "warnings": result.warnings, "names": names,
                       "predictor": result.diagnostics}, "final_mixture.json")
     if history:
         tracker.log_dict({"pairs": [{k: r[k] for k in ("iteration", "proxy_index", "weights", "score", "target_loss")}

@@ -151,6 +151,52 @@ def test_a_parquet_string_that_is_not_utf8_costs_its_row_only():
     assert json.loads(recs[1].raw) == {"text": "bad \ufffd byte", "n": 2}
 
 
+def _counted_read(path, content):
+    """Every split of a file read as the stage reads it: (records, the reader's own counts)."""
+    out, counts = [], []
+    for split in plan(path, len(content), OPTS, 1 << 20, lambda _: io.BytesIO(content)):
+        counted = SplitLines()
+        out += list(read_split(split, OPTS, lambda _: io.BytesIO(content), counted))
+        counts.append(counted.records)
+    return out, counts
+
+
+def test_a_binary_text_column_is_read_as_utf8_row_by_row():
+    """Issue 30: a parquet `text` column stored as binary lost all but one row of each row group
+    ("corrupt parquet after row N: <class 'bytes'>") while the ingest printed [balanced]."""
+    texts = [f"binary document {i}".encode() for i in range(2000)]
+    texts[7], texts[1500] = b"caf\xe9 latin-1", b"\xff\xfe"
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": pa.array(texts, pa.binary()), "blob": pa.array([b"\x00"] * 2000)}), buf,
+                   row_group_size=1000)
+    recs, counts = _counted_read("b.parquet", buf.getvalue())
+    assert counts == [1000, 1000] and [r.line for r in recs] == list(range(1, 2001))
+    bad = [(r.line, r.reason) for r in recs if r.reason]
+    assert bad == [(8, "text field 'text' is binary and not UTF-8 (invalid byte at 3)"),
+                   (1501, "text field 'text' is binary and not UTF-8 (invalid byte at 0)")]
+    assert recs[0].text == "binary document 0" and json.loads(recs[0].metadata) == {"blob": "\u0000"}
+
+
+def test_a_row_group_that_fails_part_way_rejects_every_row_it_did_not_reach():
+    """A data page corrupted in the second row group: the rows read before it are records, each row
+    after it a reject with the reason (it used to be one reject and the rest of the group lost)."""
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"document number {i} with some words" for i in range(6000)]}), buf,
+                   row_group_size=3000, data_page_size=4096, use_dictionary=False, compression="snappy")
+    content = bytearray(buf.getvalue())
+    chunk = pq.ParquetFile(io.BytesIO(bytes(content))).metadata.row_group(1).column(0)
+    at = chunk.data_page_offset + int(chunk.total_compressed_size * 0.8)  # a page near the group's end
+    content[at:at + 64] = b"\xff" * 64
+    recs, counts = _counted_read("c.parquet", bytes(content))
+    assert counts == [3000, 3000] and [r.line for r in recs] == list(range(1, 6001))
+    rejected = [r for r in recs if r.reason]
+    first = rejected[0].line
+    assert 3000 < first < 6000 and all(r.reason is None for r in recs[:first - 1])
+    assert [r.line for r in rejected] == list(range(first, 6001))
+    assert {r.reason for r in rejected} == {f"corrupt parquet after row {first - 1}: OSError: Corrupt snappy "
+                                            "compressed data."}
+
+
 @pytest.mark.parametrize("name, kind", [("a.jsonl", "jsonl"), ("a.JSON.gz", "jsonl"), ("a.txt.gz", "text"),
                                         ("a.jsonl.zst", "jsonl"), ("a.jsonl.bz2", "jsonl"), ("a.txt.xz", "text"),
                                         ("a.parquet", "parquet"), ("a.csv", None), ("a.gz", None)])

@@ -222,3 +222,52 @@ def test_large_files_are_read_in_ranges_and_compressed_ones_streamed(spark, cfg)
     for name, table in tables(spark, cfg).items():
         assertDataFrameEqual(table.drop("ingest_run_id", "ingested_at"),
                              spark.createDataFrame(*before[name]).drop("ingest_run_id", "ingested_at"))
+
+
+def test_parquet_rows_of_any_text_type_or_a_broken_page_are_each_accounted(spark, cfg):
+    """Issue 30: a parquet file whose `text` column is binary (2,000 rows in 2 row groups) kept one
+    reject per row group and lost the other 1,998 rows while the summary said [balanced]. Now each
+    row is a document, a duplicate or a reject with its reason, counted against the footer."""
+    folder = Path(cfg.ingest.input)
+    folder.mkdir(parents=True)
+    texts = [f"Binary parquet document {i}.".encode() for i in range(2000)]
+    texts[5] = b"not \xff utf-8"
+    pq.write_table(pa.table({"text": pa.array(texts, pa.binary())}), folder / "binary.parquet", row_group_size=1000)
+    pq.write_table(pa.table({"text": [f"Paged document number {i}." for i in range(6000)]}), folder / "paged.parquet",
+                   row_group_size=3000, data_page_size=4096, use_dictionary=False, compression="snappy")
+    content = bytearray((folder / "paged.parquet").read_bytes())
+    chunk = pq.ParquetFile(folder / "paged.parquet").metadata.row_group(1).column(0)
+    at = chunk.data_page_offset + int(chunk.total_compressed_size * 0.8)
+    content[at:at + 64] = b"\xff" * 64
+    (folder / "paged.parquet").write_bytes(bytes(content))
+
+    report = ingest.run(spark, cfg)
+    t = tables(spark, cfg)
+    per_file = {name: {r["f"]: r["n"] for r in df.select(F.element_at(F.split("file", "/"), -1).alias("f"))
+                       .groupBy("f").agg(F.count("*").alias("n")).collect()} for name, df in t.items()}
+    assert per_file["documents"]["binary.parquet"] == 1999 and per_file["rejects"]["binary.parquet"] == 1
+    paged_rejects = per_file["rejects"]["paged.parquet"]
+    assert 0 < paged_rejects < 3000 and per_file["documents"]["paged.parquet"] == 6000 - paged_rejects
+    assert report.expected_records == report.input_records == 8000 and report.balanced
+    assert "[balanced]" in report.summary()
+    reasons = {r["reason"].split(":")[0] for r in t["rejects"].collect()}
+    assert reasons == {"text field 'text' is binary and not UTF-8 (invalid byte at 4)",
+                       f"corrupt parquet after row {6000 - paged_rejects}"}
+
+
+def test_records_a_reader_counted_but_no_table_would_hold_stop_the_ingest_before_it_writes(spark):
+    """The per-file check itself, given what a reader that loses rows produces: its count of a
+    file's records above the records that reached the classes."""
+    import pytest
+
+    from climb_spark.errors import AccountingError
+
+    classified = spark.createDataFrame([("a.parquet", "new"), ("b.jsonl", "new"), ("b.jsonl", "duplicate")],
+                                       "file string, _class string")
+    rejects = spark.createDataFrame([("a.parquet",)], "file string")
+    counted = spark.createDataFrame([("a.parquet", 2000), ("b.jsonl", 2)], "file string, records long")
+    with pytest.raises(AccountingError, match=r"^ingest r1: 1 file do not balance, nothing was written \(a.parquet: "
+                                              r"the reader counted 2,000 records, 2 are bound for documents"):
+        ingest.check_balance(classified, rejects, counted, "r1")
+    balanced = spark.createDataFrame([("a.parquet", 2), ("b.jsonl", 2)], "file string, records long")
+    assert ingest.check_balance(classified, rejects, balanced, "r1") == 4

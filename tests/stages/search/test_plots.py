@@ -43,10 +43,17 @@ def test_every_search_figure_has_labelled_axes_a_legend_and_names(history):
     assert _legend(ax) == ["prior p (token share)", "climb (chosen)", "uniform"]
     assert [t.get_text() for t in ax.get_xticklabels()] == NAMES
 
-    rows = [{"method": m, "seeds": [1, 2], "mean_score": s, "std_score": 0.01, "mean_target_loss": -s,
-             "std_target_loss": 0.01} for m, s in (("climb", -3.1), ("uniform", -3.3))]
-    ax = _labelled(plots.comparison(rows))
-    assert _legend(ax) == ["climb", "baseline", "+- std over seeds"]
+    rows = [{"method": m, "scale": scale, "seeds": [1, 2], "mean_score": s, "std_score": 0.01, "mean_target_loss": -s,
+             "std_target_loss": 0.01, "margin": d, "margin_low": d - 0.05, "margin_high": d + 0.05}
+            for scale in ("proxy", "target") for m, s, d in (("climb", -3.1, 0.2), ("uniform", -3.3, -0.2))]
+    fig = plots.comparison(rows)
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["proxy scale", "target scale"]
+    for ax in fig.axes:
+        # The axis is the difference to the best method: zero is on it, so a small gap looks small.
+        low, high = ax.get_ylim()
+        assert low < 0 < high
+    ax = _labelled(fig)
+    assert _legend(ax) == ["climb", "baseline", "paired interval over seeds"]
 
 
 def test_predicted_vs_actual_says_held_out_or_in_sample(history):

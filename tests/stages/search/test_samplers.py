@@ -30,11 +30,12 @@ def test_sampler_errors_are_explained():
         samplers.regmix_sample(np.array([1.0]), 4, np.random.default_rng(0), SearchConfig())
 
 
-def test_next_batch_takes_from_the_predicted_top():
+def test_the_next_batch_pool_is_the_predicted_top():
     rng = np.random.default_rng(1)
     cands = samplers.dirichlet_candidates(PRIOR, 5000, rng)
     assert np.allclose(cands.sum(axis=1), 1) and np.allclose(cands.mean(axis=0), PRIOR, atol=0.02)
     predicted = cands[:, 3]  # pretend cluster 3 is what the target wants
-    batch = samplers.next_batch(cands, predicted, 8, 128, rng)
-    assert len(batch) == 8 and len(samplers.dedupe(batch)) == 8
-    assert batch[:, 3].min() >= np.sort(predicted)[-128]
+    top = samplers.top_indices(predicted, 8, 128)
+    assert len(top) == 128 and len(set(top)) == 128
+    assert predicted[top].min() >= np.sort(predicted)[-128]
+    assert len(samplers.top_indices(predicted, 20, 128)) == 400  # max(n^2, top_min)
