@@ -84,7 +84,7 @@ def write(spark: SparkSession, cfg: Config, log=print) -> Page:
     """Render the page, write it to `report.output` (whole or not at all), attach it to the
     chosen search's MLflow run, and say where it is."""
     page = render(spark, cfg)
-    files.write_text(cfg.report.output, page.html)
+    files.write_text(cfg.report.output, page.html, cfg.s3)
     page.path = cfg.report.output
     where = ""
     if page.search_run_id:

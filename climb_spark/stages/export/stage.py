@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import Config, check_search
+from climb_spark.config import Config, S3Config, check_search
 from climb_spark.curated import (kept_documents, super_clusters, target_documents, target_filter, target_overlap,
                                   without_target_documents)
 from climb_spark.errors import PreconditionError
@@ -148,20 +148,20 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         manifest["warnings"].append(
             f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "
             f"(above export.max_doc_share={e.max_doc_share:g}); see ingest.max_doc_chars")
-    files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
-    remove_other_attempts(out, data)
+    files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2), cfg.s3)
+    remove_other_attempts(out, data, cfg.s3)
     return ExportReport(export_id, chosen["search_id"], out, manifest)
 
 
-def remove_other_attempts(out: str, keep: str) -> None:
+def remove_other_attempts(out: str, keep: str, s3: S3Config) -> None:
     """Earlier exports' data and what a killed attempt left, once the manifest names `keep`."""
     from pyarrow import fs
 
-    filesystem, root = files.filesystem(out)
+    filesystem, root = files.filesystem(out, s3)
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.type == fs.FileType.Directory and info.base_name.startswith("data") and \
                 info.base_name != keep.rsplit("/", 1)[1]:
-            filesystem.delete_dir(info.path)
+            files.remove_dir(f"{out}/{info.base_name}", s3)
 
 
 SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)

@@ -125,7 +125,7 @@ def test_a_pool_is_rebuilt_with_the_same_tokens_and_scores_and_never_removed_und
     kept = maintain.run(spark, cfg, log=lambda _: None)
     assert first.pool_id not in kept.pools_removed and Path(again.root, "tokens").is_dir()
     assert spark.table(lake.name(TOKEN_POOLS)).where(F.col("pool_id") == again.pool_id).count() > 0
-    assert len(read_staged(runner.staging("s1"))) == 1
+    assert len(read_staged(runner.staging("s1"), runner.pool.s3)) == 1
     lines: list[str] = []
     resumed = ProxyRunner(spark, again, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), None, 1,
                           lines.append).run([spec], "s1")
