@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
                      help="table (default), csv with a header, or one JSON object per line")
     sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    sql.add_argument("--write", action="store_true",
+                     help="allow a statement that changes tables or the catalog (INSERT, DELETE, UPDATE, MERGE, DDL, "
+                          "OPTIMIZE, ...); without it, sql only reads")
     show = sub.add_parser("config", parents=[common], help="print the resolved config: profiles, then --set")
     show.add_argument("--show", action="store_true", help="print it as YAML (the default and only action)")
     return parser
@@ -147,12 +150,12 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     from climb_spark.lakehouse.session import build_session, spark_conf
 
     spark_conf(cfg)  # surfaces missing jars as a config error before a JVM starts
-    spark = build_session(cfg)
+    spark = build_session(cfg, read_only=args.command == "report" or (args.command == "sql" and not args.write))
     try:
         if args.command == "sql":
             from climb_spark import sql
 
-            sql.run(spark, args.statement, args.format, args.limit, sys.stdout)
+            sql.run(spark, args.statement, args.format, args.limit, sys.stdout, write=args.write)
             return 0
         if args.command == "maintain":
             from climb_spark.lakehouse import maintain

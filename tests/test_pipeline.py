@@ -53,9 +53,9 @@ def test_cli_prints_the_stage_graph_and_refuses_a_stage_without_its_inputs(tmp_p
             "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
     done = climb("export", sets)
     assert done.returncode == 3, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "climb-spark: precondition: export reads super_clusters, which does not exist yet: "
-        "run `climb-spark prune` first")
+    assert done.stderr.strip().splitlines() == [
+        "climb-spark: precondition: export reads super_clusters, cluster_stats, centroids, doc_clusters, doc_features, "
+        "documents and mixtures, which do not exist yet: run `climb-spark ingest` and the stages after it first"]
     assert not (tmp_path / "lake").exists()  # the check ran before anything was created
 
 
