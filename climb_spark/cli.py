@@ -12,7 +12,8 @@ from climb_spark.errors import ClimbError, ConfigError, disk_full
 DEFAULT_PROFILE = "conf/local.yaml"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(shown: Config | None = None) -> argparse.ArgumentParser:
+    """`shown`: the config a stage's --help lists the settings of (the code's defaults if None)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", action="append", metavar="PROFILE",
                         help=f"YAML profile; repeat to overlay (default {DEFAULT_PROFILE})")
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     from climb_spark.pipeline import STAGES, stage_help
 
     for name, spec in STAGES.items():
-        stage = sub.add_parser(name, parents=[common], help=spec.about, description=stage_help(spec),
+        stage = sub.add_parser(name, parents=[common], help=spec.about, description=stage_help(spec, shown),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "search":
             from climb_spark.config import METHODS
@@ -65,6 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _help_config(argv: list[str]) -> Config | None:
+    """For `STAGE --help --conf PROFILE --set ...`: the config the run would use, so the help lists
+    the values that would apply; None (the code's defaults) when it does not load."""
+    if not {"-h", "--help"} & set(argv):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--conf", action="append")
+    pre.add_argument("--set", action="append", default=[])
+    pre.add_argument("--method")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        return load(known.conf or [DEFAULT_PROFILE], known.set + ([f"search.method={known.method}"] if known.method else []))
+    except ClimbError:
+        return None
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -80,7 +97,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(_help_config(sys.argv[1:] if argv is None else list(argv))).parse_args(argv)
     try:
         overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
         cfg = load(args.conf or [DEFAULT_PROFILE], overrides)

@@ -98,17 +98,24 @@ def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], No
         log(corpus.build(cfg.corpus).summary())
 
 
-def stage_help(stage: Stage) -> str:
-    """`climb-spark NAME --help`: what the stage does, reads and writes, and its settings with
-    their defaults."""
+def stage_help(stage: Stage, cfg: Config | None = None) -> str:
+    """`climb-spark NAME --help`: what the stage does, reads and writes, and its settings: as `cfg`
+    (the profiles and --set given with --help) resolves them, with the code's default where it
+    differs; the defaults alone without a config."""
     import dataclasses
 
     defaults = Config()
     lines = [stage.about, "", f"reads:  {', '.join(d.name for d in stage.reads) or '-'}",
-             f"writes: {', '.join(d.name for d in stage.writes)}", "", "settings (default):"]
+             f"writes: {', '.join(d.name for d in stage.writes)}", ""]
+    lines.append("settings (default):" if cfg is None else
+                 "settings as the given profiles resolve them (the default where it differs):")
     for section in stage.settings:
+        given = dataclasses.asdict(getattr(cfg or defaults, section))
         for key, value in dataclasses.asdict(getattr(defaults, section)).items():
-            lines.append(f"  {section}.{key} ({value})")
+            if cfg is None:
+                lines.append(f"  {section}.{key} ({value})")
+            else:
+                lines.append(f"  {section}.{key} = {given[key]}" + (f"  (default {value})" if given[key] != value else ""))
     return "\n".join(lines)
 
 

@@ -81,7 +81,12 @@ def test_version_resolved_config_and_stage_help():
     assert resolved == dataclasses.asdict(load(PROFILES, ["cluster.k=12"]))
     helped = climb("prune", {}, "--help")
     assert "reads:  centroids, doc_clusters, doc_features, documents" in helped.stdout
-    assert "writes: cluster_stats, super_clusters" in helped.stdout and "prune.rule (paper)" in helped.stdout
+    assert "writes: cluster_stats, super_clusters" in helped.stdout and "\n  prune.rule = paper\n" in helped.stdout
+    # The values the profiles and --set resolve, not the code's defaults (it listed budget [64, 32, 16]).
+    helped = climb("search", {"proxy.steps": "100"}, "--help", "--method", "regmix").stdout
+    assert "\n  search.budget = [8, 4, 2]  (default [64, 32, 16])\n" in helped
+    assert "\n  proxy.steps = 100  (default 300)\n" in helped and "\n  search.method = regmix  (default climb)\n" in helped
+    assert "\n  search.seed = 42\n" in helped
 
 
 def test_a_stage_run_too_early_on_a_new_lakehouse_creates_nothing(tmp_path):
