@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from climb_spark import pipeline as pipeline_
@@ -141,7 +142,8 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert re.search(r"token pools \w+: \d+ super-clusters", stdout)
     assert re.search(r"search climb-\w+ iteration 3: proxy \d done, score -[\d.]+ in [\d.]+s \(\d/2, ETA", stdout)
     out = query(sets, """
-        rows = spark.sql("SELECT method, search_id, weights, prior, n_proxies, mlflow_run_id FROM climb.mixtures").collect()
+        rows = spark.sql("SELECT method, search_id, weights, prior, n_proxies, mlflow_run_id, predicted_score "
+                         "FROM climb.mixtures").collect()
         out["mixtures"] = {r.method: r.asDict() for r in rows}
         out["proxies"] = {r[0]: (r[1], r[2]) for r in spark.sql(
             "SELECT search_id, count(*), count(DISTINCT proxy_key) FROM climb.proxy_results GROUP BY 1").collect()}
@@ -225,7 +227,45 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert parent.data.tags["climb.final_reason"] == final["why"] and final["why"]
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     (predictor,) = [mm for mm in models if mm.source_run_id == parent.info.run_id]
-    assert predictor.name == "predictor"
+    # One pyfunc model per search, named by its method, that is the whole predictor: loaded back,
+    # it gives the predicted score the search reported for its final mixture (the LightGBM half
+    # alone was logged before: -6.481 where the report said -6.4015).
+    assert predictor.name == "predictor-climb"
+    by_run = {mm.source_run_id: mm for mm in models}
+    checked = 0
+    for method in ("climb", "climb-paper", "regmix"):
+        row = mixtures[method]
+        model = by_run[row["mlflow_run_id"]]
+        assert model.name == f"predictor-{method}"
+        if row["predicted_score"] is not None:
+            x = pd.DataFrame([row["weights"]], columns=[f"w_{i:02d}" for i in range(m)])
+            assert mlflow.pyfunc.load_model(model.model_uri).predict(x)[0] == pytest.approx(row["predicted_score"],
+                                                                                           rel=1e-9)
+            checked += 1
+    assert checked >= 2  # the recipe's methods always report a prediction
+    # params.`search.method` is the method each search ran (baselines logged the config's, climb).
+    for method, row in mixtures.items():
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.data.params["search.method"] == run.data.params["method"] == method
+        assert run.data.tags["mlflow.note.content"].startswith(f"`{method}` mixture search over")
+    found = client.search_runs([exp.experiment_id], "params.`search.method` = 'regmix' and tags.`climb.role` = 'search'")
+    assert [r.info.run_id for r in found] == [mixtures["regmix"]["mlflow_run_id"]]
+    # Child runs say what they trained; every run has a description.
+    assert all(re.fullmatch(r"climb it[123]\.\d \[(\d+:\d\.\d\d ?)+( \+\d+)?\]", c.info.run_name) for c in children), \
+        [c.info.run_name for c in children]
+    assert all(c.data.tags["mlflow.note.content"].startswith("Proxy model: proxy ") for c in children)
+    retrains = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{out['compare']['climb@proxy']['mlflow_run_id']}'")
+    assert any(re.match(r"regmix target seed 2 \[", r.info.run_name) for r in retrains)
+    for role in ("compare", "train-quality", "export"):
+        [run] = client.search_runs([exp.experiment_id], f"tags.`climb.role` = '{role}'", max_results=1)
+        assert len(run.data.tags["mlflow.note.content"]) > 80, role
+    # The export's run: its manifest, and the training_mix rows it wrote as a dataset (context output).
+    export_run = client.search_runs([exp.experiment_id], "tags.`climb.role` = 'export'", max_results=1)[0]
+    written = [d for d in export_run.inputs.dataset_inputs
+               if {t.key: t.value for t in d.tags} == {"mlflow.data.context": "output"}]
+    assert [d.dataset.name for d in written] == [f"training_mix[{export_run.data.tags['climb.export_id']}]"]
+    assert json.loads(written[0].dataset.source)["delta_table_name"] == "spark_catalog.climb.training_mix"
+    assert "manifest.json" in {a.path for a in client.list_artifacts(export_run.info.run_id)}
     # MLflow conventions: the predictor's signature (a weight per super-cluster in, a score out),
     # context tags on runs made through the client API, the Delta tables read with their versions.
     info = mlflow.models.get_model_info(predictor.model_uri)
@@ -278,6 +318,17 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
     assert manifest["warnings"] == []
+    # For the next tool: an absolute data path, and a folder holding the shards alone (no Hadoop
+    # .crc checksums, no _SUCCESS), which the manifest lists.
+    data = Path(manifest["data"])
+    assert data.is_absolute() and sorted(f.name for f in data.iterdir()) == manifest["files"]
+    assert manifest["files"] and all(re.fullmatch(r"part-\d+-.+\.json\.gz", f) for f in manifest["files"])
+    # The token counts agree, in one unit: kept = the target's + what the export draws from, all of
+    # it the budget by default (the proxies' pools count the same documents in BPE tokens).
+    assert manifest["kept_tokens"] - manifest["held_out_tokens"] == manifest["available_tokens"] == \
+        manifest["token_budget"] > 0 and manifest["held_out_tokens"] > 0
+    assert f"tokens are words and punctuation: {manifest['kept_tokens']:,} in the kept clusters, " in stdout
+    assert re.search(r"token pools \w+: \d+ super-clusters, [\d,]+ training tokens of the proxies' BPE tokenizer", stdout)
     budget = manifest["token_budget"] // 2
     # A share limit every document is above: the largest one is named in the manifest and on stdout.
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
