@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: a virtualenv in .venv with climb-spark and its stack,
-# the Delta jars resolved once from Maven Central into .cache/jars, the optional Debian text
-# sources, and the embedded default corpus. Safe to re-run.
+# the Delta jars (and the object-store profile's) resolved once from Maven Central into .cache,
+# the optional Debian text sources, the object-store tests' S3 server, and the embedded default
+# corpus. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,6 +34,19 @@ echo "== Python environment (.venv)"
 
 echo "== JVM jars (Maven Central -> .cache/jars)"
 .venv/bin/climb-spark resolve-jars --conf conf/local.yaml
+# conf/s3.yaml's jars (hadoop-aws and the AWS SDK modules it needs, 26 MB) into .cache/jars-s3, for
+# an object store and its tests; the class archive just written serves that profile too.
+.venv/bin/climb-spark resolve-jars --conf conf/local.yaml --conf conf/s3.yaml --set spark.class_archive=null
+
+# The object-store tests run a real S3 server on loopback: SeaweedFS, built once from its Go
+# module source (~10 minutes on 2 cores) and cached under .cache/seaweedfs. Without Go (or with
+# CLIMB_SKIP_SEAWEEDFS=1) it is not built, and those tests fail saying so.
+if [ "${CLIMB_SKIP_SEAWEEDFS:-0}" != 1 ] && command -v go >/dev/null; then
+  echo "== SeaweedFS for the object-store tests (Go module source -> .cache/seaweedfs)"
+  .ci/seaweedfs >/dev/null || echo "install.sh: SeaweedFS not built; tests/*object_store* will fail" >&2
+else
+  echo "install.sh: SeaweedFS not built (Go not found, or CLIMB_SKIP_SEAWEEDFS=1); tests/*object_store* will fail" >&2
+fi
 
 echo "== embedded default corpus"
 .venv/bin/climb-spark sample-corpus --conf conf/local.yaml

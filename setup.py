@@ -38,9 +38,10 @@ setup(
         "local": SPARK,
         "gpu": ["faiss-gpu-cu12>=1.8"],
         # databricks-bundles: Databricks' typed job model, to check databricks.yml offline (tests/test_deploy.py);
-        # selenium drives Debian's chromium for the MLflow UI check; psutil finds the workers to kill.
+        # selenium drives Debian's chromium for the MLflow UI check; psutil finds the workers to kill;
+        # boto3 is how the object-store tests' MLflow server writes its artifacts to S3.
         "dev": SPARK + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                        "databricks-bundles>=1.22,<2", "selenium>=4.20,<5", "psutil>=5.9"],
+                        "databricks-bundles>=1.22,<2", "selenium>=4.20,<5", "psutil>=5.9", "boto3>=1.34,<2"],
     },
     entry_points={"console_scripts": ["climb-spark=climb_spark.cli:main"]},
 )

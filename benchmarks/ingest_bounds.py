@@ -91,8 +91,8 @@ def run(cfg, shards: Path, lake: Path, n: int) -> None:
 
     i, opts = cfg.ingest, ingest.read_options(cfg)
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
-        splits = ingest.plan_splits(spark, i.input, opts, i.split_bytes)[0]
-        timed("py-parse", lambda: discard(splits.mapInArrow(lambda it: ingest.parse_splits(it, opts),
+        splits = ingest.plan_splits(spark, i.input, opts, i.split_bytes, cfg.s3)[0]
+        timed("py-parse", lambda: discard(splits.mapInArrow(lambda it: ingest.parse_splits(it, opts, cfg.s3),
                                                             schema=ingest.PARSED)))
     collapsed = F.trim(F.regexp_replace("text", "[\\t\\n\\x0B\\f\\r\\x1C-\\x1F ]+", " "))
     timed("jvm-parse", lambda: discard(spark.read.schema("text string, source string, url string").json(src)

@@ -43,9 +43,9 @@ def main() -> None:
     ids = sorted(int(p.rsplit("=", 1)[1]) for p in glob.glob(f"{root}/split=train/super_cluster_id=*"))
     proxy = cfg.proxy
     budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
-    pools = {i: token_pools.read_tokens(f"{root}/split=train/super_cluster_id={i}", budget) for i in ids}
-    target = token_pools.read_tokens(f"{root}/split=target/super_cluster_id={token_pools.TARGET}", 0)
-    sizes = np.array([len(token_pools.read_tokens(f"{root}/split=train/super_cluster_id={i}", 0)) for i in ids])
+    pools = {i: token_pools.read_tokens(f"{root}/split=train/super_cluster_id={i}", budget, cfg.s3) for i in ids}
+    target = token_pools.read_tokens(f"{root}/split=target/super_cluster_id={token_pools.TARGET}", 0, cfg.s3)
+    sizes = np.array([len(token_pools.read_tokens(f"{root}/split=train/super_cluster_id={i}", 0, cfg.s3)) for i in ids])
     prior = sizes / sizes.sum()
     vocab = int(max(max(int(p.max()) for p in pools.values()), int(target.max()))) + 1
     vocab = max(vocab, proxy.vocab_size)

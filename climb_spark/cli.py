@@ -6,8 +6,9 @@ import sys
 import time
 from typing import Sequence
 
-from climb_spark.config import Config, load
+from climb_spark.config import Config, is_local_path, load
 from climb_spark.errors import ClimbError, ConfigError, disk_full
+from climb_spark.lakehouse import object_store
 
 DEFAULT_PROFILE = "conf/local.yaml"
 
@@ -98,6 +99,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(_help_config(sys.argv[1:] if argv is None else list(argv))).parse_args(argv)
+    cfg = None
     try:
         overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
         cfg = load(args.conf or [DEFAULT_PROFILE], overrides)
@@ -108,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"climb-spark: {err.kind}: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:
+        down = object_store.stopped_answering(err, cfg.s3) if cfg is not None else None
+        if down is not None:
+            print(f"climb-spark: {down.kind}: {down}", file=sys.stderr)
+            return down.exit_code
         full = disk_full(err)
         if full is None:
             raise
@@ -135,7 +141,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
         return 0
     if args.command == "sample-corpus":
-        _log(corpus.build(cfg.corpus).summary())
+        _log(corpus.build(cfg.corpus, cfg.s3).summary())
         return 0
     if args.command == "resolve-jars":
         if not cfg.spark.jars_dir:
@@ -214,9 +220,9 @@ def _repair(cfg: Config) -> int:
     from climb_spark.lakehouse import binding
     from climb_spark.lakehouse.session import hold_local_lakehouse, local_root, spark_conf
 
-    if not cfg.spark.local_catalog:
-        raise ConfigError("repair: works on a local lakehouse (spark.local_catalog); a shared metastore's tables "
-                          "are the platform's to repair")
+    if not cfg.spark.local_catalog or not is_local_path(cfg.lakehouse.root):
+        raise ConfigError("repair: works on a local lakehouse (spark.local_catalog, a local lakehouse.root); a shared "
+                          "metastore's tables, or tables on an object store, are not mended here")
     root = local_root(cfg)
     hold_local_lakehouse(root)
     warehouse = Path(spark_conf(cfg)["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))

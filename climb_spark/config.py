@@ -92,8 +92,12 @@ class SparkConfig:
     jar_poms: list[str] = field(default_factory=list)
     # Add Delta's SQL extension and catalog (Databricks has them built in).
     configure_delta: bool = True
-    # A persistent local catalog: Hive metastore on embedded Derby under lakehouse.root.
+    # A persistent local catalog: Hive metastore on embedded Derby (in metastore_dir), the tables
+    # in {lakehouse.root}/warehouse.
     local_catalog: bool = False
+    # The local catalog's Derby folder, on the driver's disk; null = lakehouse.root, which must then
+    # be local. Set apart, the warehouse may be on an object store (conf/s3.yaml).
+    metastore_dir: str | None = None
     log_level: str = field(default="ERROR", metadata=_choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF"))
     conf: dict[str, str] = field(default_factory=dict)
     # Stop the session when a command ends; false where the platform owns it (a Databricks job
@@ -119,6 +123,25 @@ class LakehouseConfig:
     root: str = "./lakehouse"
     catalog: str | None = field(default=None, metadata=IDENT)
     schema: str = field(default="climb", metadata=IDENT)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """An S3-compatible object store behind `s3a://` (and `s3://`) paths: the one set of settings
+    both Spark (Hadoop's `fs.s3a.*`) and every Python-side reader and writer (pyarrow's
+    S3FileSystem) are given (lakehouse/object_store.py). Credentials are never set here: both
+    SDKs find them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN), the shared AWS profile, or the instance or container role."""
+
+    # null: AWS's own endpoints; otherwise the store's URL, e.g. http://127.0.0.1:8333.
+    endpoint: str | None = None
+    region: str | None = None
+    # Requests as http://host/bucket/key, which most S3-compatible stores need; false: AWS's
+    # virtual-hosted http://bucket.host/key.
+    path_style: bool = False
+    # default: the SDKs' default chains (environment, profile, instance role); anonymous: public
+    # buckets, no credentials at all.
+    credentials: str = field(default="default", metadata=_choice("default", "anonymous"))
 
 
 @dataclass(frozen=True)
@@ -480,6 +503,7 @@ class ReportConfig:
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    s3: S3Config = field(default_factory=S3Config)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -534,6 +558,7 @@ def load(profiles: Sequence[str | Path], overrides: Sequence[str] = ()) -> Confi
 def from_dict(data: Mapping[str, Any]) -> Config:
     cfg = _under_root(_build(Config, data, ""))
     _check_ranges(cfg)
+    _check_store(cfg)
     object.__setattr__(cfg, "_given", copy.deepcopy(dict(data)))  # what replace() starts from
     return cfg
 
@@ -553,10 +578,11 @@ def _under_root(cfg: Config) -> Config:
                               "hold the default SQLite store; set mlflow.tracking_uri (a tracking server, or "
                               "`databricks`)")
         sections.setdefault(section, {})[name] = value.replace(ROOT, root)
-    model_dir = sections.get("quality", {}).get("model_dir", cfg.quality.model_dir)
-    if not is_local_path(model_dir):  # fastText reads and writes local files only
-        raise ConfigError(f"quality.model_dir: {model_dir} is not a local folder (fastText needs one; on a "
-                          "cluster a path every node mounts, e.g. /Volumes/... or /dbfs/...); set it explicitly")
+    artifacts = sections.get("mlflow", {}).get("artifact_location", cfg.mlflow.artifact_location)
+    if artifacts and artifacts.startswith(("s3a://", "s3n://")):
+        raise ConfigError(f"mlflow.artifact_location: {artifacts}: MLflow writes artifacts itself and knows "
+                          "s3:// but not Hadoop's s3a://; set it to null to let the tracking server keep them "
+                          "(mlflow server --artifacts-destination), or to an s3:// URI")
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)
                                        for section, values in sections.items()})
 
@@ -576,6 +602,11 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"maintain.retain_hours: below {MIN_RETAIN_HOURS} (7 days, Delta's floor) a VACUUM can "
                           "delete files a running job or a reader of an older version still needs; set "
                           f"maintain.allow_short_retention=true to allow it, got {cfg.maintain.retain_hours}")
+
+
+def _check_store(cfg: Config) -> None:
+    if cfg.s3.endpoint is not None and not re.match(r"^https?://[^/\s]+/?$", cfg.s3.endpoint):
+        raise ConfigError(f"s3.endpoint: {cfg.s3.endpoint!r} is not a store's URL (http://HOST:PORT or https://HOST)")
 
 
 def _deep_merge(base: dict, top: Mapping) -> dict:

@@ -21,8 +21,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from climb_spark.config import Config, CorpusConfig, is_local_path
+from climb_spark.config import Config, CorpusConfig, S3Config, is_local_path
 from climb_spark.errors import ConfigError
+from climb_spark.lakehouse import files
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,9 @@ class CorpusReport:
         return "\n".join(lines)
 
 
-def build(cfg: CorpusConfig) -> CorpusReport:
-    """Write the sample corpus; the same config and installed sources give the same files."""
+def build(cfg: CorpusConfig, s3: S3Config = S3Config()) -> CorpusReport:
+    """Write the sample corpus (to a folder or an object store); the same config and installed
+    sources give the same files."""
     wanted = cfg.sources if cfg.sources is not None else list(SOURCES)
     unknown = [s for s in wanted if s not in SOURCES]
     if unknown:
@@ -270,23 +272,35 @@ def build(cfg: CorpusConfig) -> CorpusReport:
         raise RuntimeError("no corpus source is available: " + "; ".join(missing.values()))
 
     quotas = _quotas({k: len(v) for k, v in pools.items()}, cfg.max_docs)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.jsonl"):
-        old.unlink()
+    out = cfg.output.rstrip("/")
+    filesystem, _ = files.filesystem(out, s3)
+    for old in _jsonl(cfg.output, s3):
+        filesystem.delete_file(old)
     counts = {}
     for name, pool in pools.items():
         rng = random.Random(f"{cfg.seed}:{name}")
         picked = sorted(rng.sample(range(len(pool)), quotas[name]))
-        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            for i in picked:
-                item = pool[i]
-                fh.write(json.dumps({"text": item.text, "source": name, "domain": item.domain,
-                                     "label": item.label}, ensure_ascii=False) + "\n")
+        files.write_text(f"{out}/{name}.jsonl", "".join(
+            json.dumps({"text": pool[i].text, "source": name, "domain": pool[i].domain, "label": pool[i].label},
+                       ensure_ascii=False) + "\n" for i in picked), s3)
         counts[name] = len(picked)
-    (out / "_manifest.json").write_text(json.dumps(
-        {"config": cfg.__dict__, "documents": counts, "missing": missing}, indent=2) + "\n")
-    return CorpusReport(str(out), counts, missing)
+    files.write_text(f"{out}/_manifest.json", json.dumps(
+        {"config": cfg.__dict__, "documents": counts, "missing": missing}, indent=2) + "\n", s3)
+    return CorpusReport(str(Path(out)) if is_local_path(out) else out, counts, missing)
+
+
+def _jsonl(output: str, s3: S3Config) -> list[str]:
+    """The corpus files a folder (or object-store prefix) holds, as paths in its filesystem."""
+    from pyarrow import fs
+
+    filesystem, root = files.filesystem(output, s3)
+    return [i.path for i in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+            if i.type == fs.FileType.File and i.base_name.endswith(".jsonl")]
+
+
+def exists(cfg: Config) -> bool:
+    """Whether the sample corpus has been built."""
+    return bool(_jsonl(cfg.corpus.output, cfg.s3))
 
 
 def _quotas(available: dict[str, int], total: int) -> dict[str, int]:
@@ -307,5 +321,7 @@ def _quotas(available: dict[str, int], total: int) -> dict[str, int]:
 
 def uses_default_corpus(cfg: Config) -> bool:
     """Whether ingest reads the embedded default corpus, which is built on first use."""
-    return (is_local_path(cfg.ingest.input)
-            and Path(cfg.ingest.input).resolve() == Path(cfg.corpus.output).resolve())
+    wanted, built = cfg.ingest.input, cfg.corpus.output
+    if not (is_local_path(wanted) and is_local_path(built)):
+        return wanted.rstrip("/") == built.rstrip("/")
+    return Path(wanted).resolve() == Path(built).resolve()

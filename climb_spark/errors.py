@@ -68,6 +68,13 @@ class DiskFullError(ClimbError):
     exit_code = 7
 
 
+class StoreUnavailable(RuntimeError):
+    """A remote file's store stopped answering mid-read (raised inside tasks, lakehouse/files.py).
+    Not an OSError on purpose: the ingest readers take an OSError for a damaged file (a reject),
+    and a store that is away for a moment must fail the task instead, which is retried, rather
+    than be recorded as bad input."""
+
+
 class AccountingError(ClimbError):
     """Input records that are in none of the tables meant to hold them (or in two): the reader's
     own count and what reached the tables disagree. Said before anything is written, never

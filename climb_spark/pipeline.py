@@ -2,7 +2,6 @@
 tables between them (`climb-spark stages`)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 from pyspark.sql import SparkSession
@@ -10,6 +9,8 @@ from pyspark.sql import SparkSession
 from climb_spark import corpus
 from climb_spark.config import Config
 from climb_spark.errors import PreconditionError
+from climb_spark.lakehouse import object_store
+from climb_spark.lakehouse.session import check_catalog
 from climb_spark.lakehouse.tables import Lakehouse, TableSpec
 from climb_spark.stages.cluster import stage as cluster
 from climb_spark.stages.contract import Data, Files, Stage
@@ -59,6 +60,8 @@ def _todo(stage: Stage, data: Data, cfg: Config | None) -> str:
 def check(cfg: Config, stages: Sequence[Stage]) -> None:
     """Everything checkable without Spark, so a bad run fails before it writes anything (for a
     local catalog that includes the tables, so a stage run too early creates no metastore)."""
+    check_catalog(cfg)  # a setting that is wrong goes before a store that is asked
+    object_store.check_buckets(object_store.paths(cfg), cfg.s3)
     for stage in stages:
         stage.check(cfg)
     lake = Lakehouse(cfg.lakehouse)
@@ -94,8 +97,8 @@ def _require(missing: list[tuple[Stage, Data]], cfg: Config) -> None:
 
 def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], None]) -> None:
     """Ingest on the embedded default builds its corpus on first use."""
-    if ingest.STAGE in stages and corpus.uses_default_corpus(cfg) and not any(Path(cfg.corpus.output).glob("*.jsonl")):
-        log(corpus.build(cfg.corpus).summary())
+    if ingest.STAGE in stages and corpus.uses_default_corpus(cfg) and not corpus.exists(cfg):
+        log(corpus.build(cfg.corpus, cfg.s3).summary())
 
 
 def stage_help(stage: Stage, cfg: Config | None = None) -> str:

@@ -94,7 +94,7 @@ def write(spark: SparkSession, cfg: Config, log=print) -> Page:
     """Render the page, write it to `report.output` (whole or not at all), attach it to the
     chosen search's MLflow run, and say where it is."""
     page = render(spark, cfg)
-    files.write_text(cfg.report.output, page.html)
+    files.write_text(cfg.report.output, page.html, cfg.s3)
     page.path = cfg.report.output
     where = ""
     if page.search_run_id:
@@ -475,7 +475,7 @@ def _manifests(cfg: Config) -> list[dict]:
 
     from pyarrow import fs
 
-    filesystem, root = files.filesystem(cfg.export.output)
+    filesystem, root = files.filesystem(cfg.export.output, cfg.s3)
     found = []
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         where = f"{info.path}/manifest.json"
@@ -557,7 +557,9 @@ def _comparison_section(r: _Reader, rows: list[dict] | None) -> tuple[bool, str]
         if not mine:
             continue
         lead = mine[0]
-        verdict = ("" if lead.get("significant") is None else
+        verdict = ("" if lead.get("margin") is None else
+                   f" Its lead over {e(lead['margin_against'])} is {lead['margin']:+.4f} (one seed: no interval)."
+                   if lead.get("margin_low") is None else
                    f" Its lead over {e(lead['margin_against'])} is <b>{'significant' if lead['significant'] else 'not significant'}</b>"
                    f" ({lead['margin']:+.4f}, interval [{lead['margin_low']:+.4f}, {lead['margin_high']:+.4f}]).")
         out.append(f"<h3>{scale.capitalize()} scale: {e(lead.get('model') or '')}</h3>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,10 @@ def experiment(cfg: MlflowConfig) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         follow_copied_store(cfg)
+    # On a server MLflow prints two lines with links each time a run ends, one per proxy; the
+    # search's own line per proxy is the progress (the report lists the runs). Set it to false to
+    # have them back.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
     if found is not None and found.lifecycle_stage == "deleted":

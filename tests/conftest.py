@@ -113,3 +113,40 @@ def cfg(spark_cfg, tmp_path) -> Config:
     """The session's config with a schema of its own, so tests never see each other's tables."""
     return spark_cfg.replace({"lakehouse.schema": f"t_{uuid.uuid4().hex[:10]}",
                               "ingest.input": str(tmp_path / "input")})
+
+
+# The README's main job scaled down (a slice of the corpus, the small search): the local run below
+# and the same job on an object store (tests/test_object_store.py), which must account and rank alike.
+MAIN_JOB = {
+    "spark.master": "local[2]",
+    "spark.conf.spark.sql.shuffle.partitions": "2",
+    "corpus.max_docs": "150",
+    "cluster.k": "8",
+    "quality.bucket": "262144",
+    **SEARCH,
+}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """`climb-spark run` on a local lakehouse, once per test session (tests/test_pipeline.py checks it;
+    tests/test_object_store.py compares its own run against it)."""
+    # A space in every path (the lakehouse root, the corpus, MLflow's store, the exports): a root
+    # with one kept the driver JVM from starting (issue 29).
+    tmp_path = tmp_path_factory.mktemp("pipe line")
+    sets = {
+        **MAIN_JOB,
+        "spark.jars_dir": JARS_DIR,
+        "lakehouse.root": str(tmp_path / "lake"),
+        "corpus.output": str(tmp_path / "corpus"),
+        "ingest.input": str(tmp_path / "corpus"),
+        "quality.model_dir": str(tmp_path / "quality"),
+        "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
+        "export.output": str(tmp_path / "export"),
+    }
+    done = climb("run", sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # MLflow asked Databricks about every local table it was given as a run's input, once.
+    assert "databricks SDK" not in done.stderr, done.stderr[-3000:]
+    return sets, done.stdout

@@ -104,8 +104,9 @@ def test_a_stage_run_too_early_on_a_new_lakehouse_creates_nothing(tmp_path):
                    "SELECT 1")
     assert remote.returncode == 2 and remote.stderr.strip().splitlines() == [
         "climb-spark: config error: lakehouse.root: s3://bucket/lake is not a local folder, and "
-        "spark.local_catalog (embedded Derby) keeps its metastore there; use a local root, or set "
-        "spark.local_catalog=false with a shared metastore (Glue, Unity Catalog)"]
+        "spark.local_catalog (embedded Derby) keeps its metastore there; use a local root, set "
+        "spark.metastore_dir to a folder on the driver's disk, or set spark.local_catalog=false with a shared "
+        "metastore (Glue, Unity Catalog)"]
 
 
 def test_sql_prints_csv_json_and_a_one_line_error(tmp_path):

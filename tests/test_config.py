@@ -188,11 +188,16 @@ def test_every_default_path_lives_under_the_lakehouse_root():
         "/data/lake/q"
 
 
-def test_a_remote_root_needs_a_tracking_server_and_a_local_model_folder():
+def test_a_remote_root_needs_a_tracking_server_and_mlflow_artifacts_it_can_write():
     with pytest.raises(ConfigError, match="mlflow.tracking_uri: lakehouse.root s3://b/lake is not a local folder"):
         load([LOCAL], ["lakehouse.root=s3://b/lake"])
-    with pytest.raises(ConfigError, match="quality.model_dir: s3://b/lake/models/quality is not a local folder"):
-        load([LOCAL], ["lakehouse.root=s3://b/lake", "mlflow.tracking_uri=http://mlflow:5000"])
-    cfg = load([LOCAL], ["lakehouse.root=s3://b/lake", "mlflow.tracking_uri=http://mlflow:5000",
-                         "quality.model_dir=/mnt/models"])
+    cfg = load([LOCAL], ["lakehouse.root=s3://b/lake", "mlflow.tracking_uri=http://mlflow:5000"])
     assert cfg.export.output == "s3://b/lake/export" and cfg.mlflow.artifact_location == "s3://b/lake/mlartifacts"
+    assert cfg.quality.model_dir == "s3://b/lake/models/quality"  # written and read through the files layer
+    # MLflow writes its artifacts itself, and knows s3:// but not Hadoop's s3a://.
+    with pytest.raises(ConfigError, match=r"mlflow.artifact_location: s3a://b/lake/mlartifacts: .* set it to null"):
+        load([LOCAL], ["lakehouse.root=s3a://b/lake", "mlflow.tracking_uri=http://mlflow:5000"])
+    s3 = load([LOCAL, ROOT / "conf" / "s3.yaml"])
+    assert s3.mlflow.artifact_location is None and s3.ingest.input == "s3a://climb/lakehouse/raw/sample_corpus"
+    with pytest.raises(ConfigError, match="s3.endpoint: 'localhost:9000' is not a store's URL"):
+        load([LOCAL, ROOT / "conf" / "s3.yaml"], ["s3.endpoint=localhost:9000"])

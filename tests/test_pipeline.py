@@ -19,7 +19,7 @@ import pytest
 from climb_spark import pipeline as pipeline_
 from climb_spark.lakehouse import tables
 from climb_spark.stages.search import samplers
-from tests.conftest import JARS_DIR, PROFILES, ROOT, SEARCH, cli_args, climb, query
+from tests.conftest import PROFILES, ROOT, cli_args, climb, query
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Kept after the run for a person to look at (CI keeps the folder as an artifact).
@@ -58,34 +58,6 @@ def test_cli_prints_the_stage_graph_and_refuses_a_stage_without_its_inputs(tmp_p
         "climb-spark: precondition: export reads super_clusters, cluster_stats, centroids, doc_clusters, doc_features, "
         "documents and mixtures, which do not exist yet: run `climb-spark ingest` and the stages after it first"]
     assert not (tmp_path / "lake").exists()  # the check ran before anything was created
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    # A space in every path (the lakehouse root, the corpus, MLflow's store, the exports): a root
-    # with one kept the driver JVM from starting (issue 29).
-    tmp_path = tmp_path_factory.mktemp("pipe line")
-    sets = {
-        "spark.master": "local[2]",
-        "spark.jars_dir": JARS_DIR,
-        "spark.conf.spark.sql.shuffle.partitions": "2",
-        "lakehouse.root": str(tmp_path / "lake"),
-        "corpus.output": str(tmp_path / "corpus"),
-        "corpus.max_docs": "150",
-        "ingest.input": str(tmp_path / "corpus"),
-        "quality.model_dir": str(tmp_path / "quality"),
-        "cluster.k": "8",
-        "quality.bucket": "262144",
-        "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-        "mlflow.artifact_location": str(tmp_path / "mlartifacts"),
-        "export.output": str(tmp_path / "export"),
-        **SEARCH,
-    }
-    done = climb("run", sets)
-    assert done.returncode == 0, done.stderr[-3000:]
-    # MLflow asked Databricks about every local table it was given as a run's input, once.
-    assert "databricks SDK" not in done.stderr, done.stderr[-3000:]
-    return sets, done.stdout
 
 
 def test_main_job_end_to_end_and_tables_readable_by_name(pipeline):
@@ -317,7 +289,11 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     manifest_path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", stdout, re.M)
     assert manifest_path, stdout[-2000:]
     manifest = json.loads((Path(manifest_path.group(2)) / "manifest.json").read_text())
-    assert manifest["warnings"] == []
+    # A small corpus and a concentrated mixture can put one document above the share limit; whatever
+    # is warned is in the manifest and on stdout alike, and nothing else is.
+    assert all(re.fullmatch(r"document [0-9a-f]{32} is [0-9.]+% of the exported tokens \(above "
+                            r"export.max_doc_share=0.05\); see ingest.max_doc_chars", w) for w in manifest["warnings"])
+    assert sorted(manifest["warnings"]) == sorted(re.findall(r"^  +WARNING (document .*)$", stdout, re.M)), stdout[-3000:]
     # For the next tool: an absolute data path, and a folder holding the shards alone (no Hadoop
     # .crc checksums, no _SUCCESS), which the manifest lists.
     data = Path(manifest["data"])

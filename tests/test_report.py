@@ -230,3 +230,19 @@ def test_a_missing_table_is_one_line_not_an_error(spark, cfg, tmp_path):
     assert page.shown["ingest"] and not page.shown["clusters"]
     text = " ".join(_text(page.html).split())
     assert "3 documents." in text and "Not there yet: table duplicates does not exist" in text
+
+
+def test_a_one_seed_comparison_says_it_has_no_interval():
+    """compare with one seed has margins but no interval: the report says so (it failed to format
+    the missing interval) and claims no significance either way."""
+    found = significance.margins({"climb": np.array([-3.2]), "uniform": np.array([-3.4])}, 0.95)
+    rows = [{"compare_id": "compare-1", "method": m, "search_id": f"{m}-1", "weights": [0.5, 0.5], "seeds": [1],
+             "scores": [s], "mean_score": s, "std_score": 0.0, "mean_target_loss": -s, "std_target_loss": 0.0,
+             "mlflow_run_id": None, "created_at": NOW, "scale": "proxy", "model": "proxy model", "rank": i + 1,
+             "margin": found[m].margin, "margin_against": found[m].other, "margin_low": None, "margin_high": None,
+             "significant": None}
+            for i, (m, s) in enumerate([("climb", -3.2), ("uniform", -3.4)])]
+    shown, page = report._comparison_section(None, rows)
+    text = " ".join(_text(page).split())
+    assert shown and "First: climb . Its lead over uniform is +0.2000 (one seed: no interval)." in text
+    assert "significant" not in text.replace("* = the interval excludes 0", "")

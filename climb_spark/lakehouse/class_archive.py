@@ -40,7 +40,8 @@ def write(profiles: list[str], overrides: list[str], archive: str) -> int:
     partial = final.with_name(final.name + ".tmp")
     partial.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="climb-class-archive-") as tmp:
-        sets = [*overrides, f"lakehouse.root={tmp}", "spark.master=local[1]", f"spark.class_archive={partial}"]
+        sets = [*overrides, f"lakehouse.root={tmp}", f"spark.metastore_dir={tmp}", "spark.master=local[1]",
+                f"spark.class_archive={partial}"]
         args = [a for p in profiles for a in ("--conf", p)] + [a for s in sets for a in ("--set", s)]
         done = subprocess.run([sys.executable, "-m", __name__, *args], capture_output=True, text=True)
     if done.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:

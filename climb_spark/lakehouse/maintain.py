@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import MIN_RETAIN_HOURS, Config
+from climb_spark.config import MIN_RETAIN_HOURS, Config, S3Config
 from climb_spark.errors import ConfigError
 from climb_spark.lakehouse import files, tables
 from climb_spark.lakehouse.delta import session_conf
@@ -119,13 +119,14 @@ def run(spark: SparkSession, cfg: Config, log=print, dry_run: bool = False) -> M
     with session_conf(spark, conf):
         for spec in [s for s in existing if not m.tables or s.name in m.tables]:
             started = time.monotonic()
-            report.tables.append(_upkeep(spark, lake.name(spec), spec.name, m.retain_hours, dry_run))
+            report.tables.append(_upkeep(spark, lake.name(spec), spec.name, m.retain_hours, dry_run, cfg.s3))
             if not dry_run:  # progress through a long compaction; the summary has the numbers
                 log(f"maintain: {spec.name} compacted and vacuumed ({time.monotonic() - started:.1f}s)")
     return report
 
 
-def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_run: bool) -> TableUpkeep:
+def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_run: bool,
+            s3: S3Config) -> TableUpkeep:
     from delta.tables import DeltaTable
 
     detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
@@ -133,9 +134,9 @@ def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_r
     location = detail["location"]
     if dry_run:
         doomed = [r[0] for r in spark.sql(f"VACUUM {name} RETAIN {int(retain_hours)} HOURS DRY RUN").collect()]
-        sizes = _data_files(location)
-        paths = {files.filesystem(p)[1] for p in doomed}
-        live = [sizes.get(files.filesystem(p)[1], 0) for p in spark.table(name).inputFiles()]
+        sizes = _data_files(location, s3)
+        paths = {files.filesystem(p, s3)[1] for p in doomed}
+        live = [sizes.get(files.filesystem(p, s3)[1], 0) for p in spark.table(name).inputFiles()]
         conf = "spark.databricks.delta.optimize.{}FileSize"
         after = files_after_optimize(live, int(spark.conf.get(conf.format("min"), str(1 << 30))),
                                      int(spark.conf.get(conf.format("max"), str(1 << 30))))
@@ -143,9 +144,9 @@ def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_r
     table = DeltaTable.forName(spark, name)
     table.optimize().executeCompaction()
     after = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
-    on_disk = _data_files(location)
+    on_disk = _data_files(location, s3)
     table.vacuum(float(retain_hours))
-    left = _data_files(location)
+    left = _data_files(location, s3)
     gone = [p for p in on_disk if p not in left]
     return TableUpkeep(short, before, after, _count(gone), sum(on_disk[p] for p in gone))
 
@@ -171,21 +172,22 @@ def _count(paths) -> int:
     return sum(not p.rsplit("/", 1)[-1].startswith((".", "_")) for p in paths)
 
 
-def _data_files(location: str) -> dict[str, int]:
+def _data_files(location: str, s3: S3Config) -> dict[str, int]:
     """Size of every file under a table's folder but its log, by path."""
     from pyarrow import fs as pafs
 
-    filesystem, root = files.filesystem(location)
+    filesystem, root = files.filesystem(location, s3)
     listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     return {i.path: i.size for i in listing if i.type == pafs.FileType.File
             and not i.path[len(root):].lstrip("/").startswith("_delta_log")}
 
 
-def _folders(uri: str, pattern: re.Pattern):
-    """(filesystem, {name: (path, newest mtime, bytes)}) of the folders under `uri` whose name matches."""
+def _folders(uri: str, pattern: re.Pattern, s3: S3Config):
+    """(filesystem, {name: (path, newest mtime, bytes)}) of the folders under `uri` whose name matches
+    (an object store's folders have no time of their own: their newest object's counts)."""
     from pyarrow import fs as pafs
 
-    filesystem, root = files.filesystem(uri)
+    filesystem, root = files.filesystem(uri, s3)
     out = {}
     for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
         if info.type != pafs.FileType.Directory or not pattern.match(info.base_name):
@@ -204,7 +206,7 @@ def _column(spark: SparkSession, lake: Lakehouse, spec: TableSpec, existing, col
 
 
 def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, report: MaintainReport, log) -> None:
-    filesystem, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME)
+    filesystem, folders = _folders(f"{cfg.lakehouse.root.rstrip('/')}/token_pools", POOL_NAME, cfg.s3)
     listed: dict[str, float] = {}
     if TOKEN_POOLS in existing:
         listed = {r["pool_id"]: r["created"].timestamp() for r in spark.table(lake.name(TOKEN_POOLS))
@@ -230,7 +232,7 @@ def _remove_pools(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, 
         DeltaTable.forName(spark, lake.name(TOKEN_POOLS)).delete(F.col("pool_id").isin(doomed))
     for pid in doomed:
         if pid in folders:
-            filesystem.delete_dir(folders[pid][0])
+            files.remove_dir(f"{cfg.lakehouse.root.rstrip('/')}/token_pools/{pid}", cfg.s3)
             log(f"maintain: removed token pool {pid}")
 
 
@@ -243,7 +245,7 @@ def _staged(filesystem, folder: str) -> bool:
 
 def _remove_exports(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float, report: MaintainReport,
                     log) -> None:
-    filesystem, folders = _folders(cfg.export.output, EXPORT_NAME)
+    filesystem, folders = _folders(cfg.export.output, EXPORT_NAME, cfg.s3)
     mixtures = {}
     if MIXTURES in existing:
         mixtures = {r["search_id"]: [float(w) for w in r["weights"]]
@@ -265,7 +267,7 @@ def _remove_exports(spark, cfg: Config, lake: Lakehouse, existing, cutoff: float
 
         DeltaTable.forName(spark, lake.name(TRAINING_MIX)).delete(F.col("export_id").isin(doomed))
     for name in doomed:
-        filesystem.delete_dir(folders[name][0])
+        files.remove_dir(f"{cfg.export.output.rstrip('/')}/{name}", cfg.s3)
         log(f"maintain: removed export {name}")
 
 

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from climb_spark.config import Config, is_local_path
 from climb_spark.errors import BusyError, ConfigError
-from climb_spark.lakehouse import binding, class_archive, orphans
+from climb_spark.lakehouse import binding, class_archive, object_store, orphans
 from climb_spark.lakehouse.jars import list_jars
 
 # Found through the package, as every resource file is: a path built from this module's folder
@@ -24,12 +24,30 @@ DELTA_CONF = {
 
 
 def local_root(cfg: Config) -> Path:
-    """The lakehouse root as a local folder, where the local catalog keeps its metastore."""
+    """The local folder where the local catalog keeps its metastore (and the lock that keeps it to
+    one job): spark.metastore_dir, else the lakehouse root, which must then be local."""
+    if cfg.spark.metastore_dir:
+        return Path(cfg.spark.metastore_dir.removeprefix("file://")).resolve()
     if not is_local_path(cfg.lakehouse.root):
         raise ConfigError(f"lakehouse.root: {cfg.lakehouse.root} is not a local folder, and spark.local_catalog "
-                          "(embedded Derby) keeps its metastore there; use a local root, or set "
-                          "spark.local_catalog=false with a shared metastore (Glue, Unity Catalog)")
+                          "(embedded Derby) keeps its metastore there; use a local root, set spark.metastore_dir "
+                          "to a folder on the driver's disk, or set spark.local_catalog=false with a shared "
+                          "metastore (Glue, Unity Catalog)")
     return Path(cfg.lakehouse.root.removeprefix("file://")).resolve()
+
+
+def check_catalog(cfg: Config) -> None:
+    """The local catalog has a local folder for its metastore (ConfigError, naming the key)."""
+    if cfg.spark.local_catalog:
+        local_root(cfg)
+
+
+def _warehouse(cfg: Config) -> str:
+    """Where the local catalog's tables live: {lakehouse.root}/warehouse, local or on a store."""
+    root = cfg.lakehouse.root
+    if is_local_path(root):
+        return str(Path(root.removeprefix("file://")).resolve() / "warehouse")
+    return f"{root.rstrip('/')}/warehouse"
 
 
 def spark_conf(cfg: Config, write_class_archive: bool = False, tmp_dir: Path | None = None) -> dict[str, str]:
@@ -44,16 +62,17 @@ def spark_conf(cfg: Config, write_class_archive: bool = False, tmp_dir: Path | N
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
         conf.update(DELTA_CONF)
+    conf.update(object_store.hadoop_conf(cfg.s3))
     if cfg.spark.local_catalog:
-        root_path = local_root(cfg)
+        metastore = local_root(cfg)
         conf.update({
             "spark.sql.catalogImplementation": "hive",
-            "spark.sql.warehouse.dir": str(root_path / "warehouse"),
+            "spark.sql.warehouse.dir": _warehouse(cfg),
             # Embedded Derby keeps the table names between sessions; one JVM at a time may open it.
             "spark.hadoop.javax.jdo.option.ConnectionURL":
-                f"jdbc:derby:;databaseName={root_path / 'metastore_db'};create=true",
+                f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         })
-        java_opts.append(f"-Dderby.system.home={root_path}")
+        java_opts.append(f"-Dderby.system.home={metastore}")
     conf["spark.driver.extraJavaOptions"] = " ".join(_quoted(o) for o in [*java_opts, *cfg.spark.driver_java_options])
     conf.update(cfg.spark.conf)
     return conf
@@ -108,7 +127,7 @@ def build_session(cfg: Config, write_class_archive: bool = False, read_only: boo
     is read through an in-memory catalog, so reading it creates no metastore."""
     if read_only and cfg.spark.local_catalog and _empty(local_root(cfg)):
         cfg = cfg.replace({"spark.local_catalog": False, "spark.conf.spark.sql.warehouse.dir":
-                           str(local_root(cfg) / "warehouse")})
+                           _warehouse(cfg)})
     builder = SparkSession.builder
     # Under spark-submit the JVM already runs with the submitter's master; the profile's
     # master is for plain `python`/`climb-spark` runs only.
@@ -131,12 +150,16 @@ def build_session(cfg: Config, write_class_archive: bool = False, read_only: boo
     opened = False
     if cfg.spark.local_catalog:
         local_root(cfg).mkdir(parents=True, exist_ok=True)
-        warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:"))
         opened = hold_local_lakehouse(local_root(cfg))
         if tmp_dir is not None and opened:
             shutil.rmtree(tmp_dir, ignore_errors=True)  # held: no other job's JVM uses it
             tmp_dir.mkdir()
-        if opened:
+        # The catalog made to agree with the table folders, and the sweep of a failed write's
+        # uncommitted files, cover a local warehouse; on an object store a maintain VACUUM removes
+        # such files (docs/platforms.md).
+        warehouse = Path(conf["spark.sql.warehouse.dir"].removeprefix("file://").removeprefix("file:")) \
+            if is_local_path(cfg.lakehouse.root) else None
+        if opened and warehouse is not None:
             for table, (files, size) in orphans.sweep(warehouse).items():
                 print(f"climb-spark: removed {files} data file{'s' * (files != 1)} ({size / 1e6:,.1f} MB) of {table} "
                       "that a failed write left uncommitted", file=sys.stderr, flush=True)
@@ -144,7 +167,7 @@ def build_session(cfg: Config, write_class_archive: bool = False, read_only: boo
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     _quiet_pyspark_errors()
-    if opened:
+    if opened and warehouse is not None:
         try:
             _agree(spark, local_root(cfg), warehouse)
         except BaseException:

@@ -8,8 +8,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from climb_spark.config import LakehouseConfig, SparkConfig, is_local_path
+from climb_spark.config import LakehouseConfig, S3Config, SparkConfig, is_local_path
 from climb_spark.errors import PreconditionError
+from climb_spark.lakehouse import files, object_store
 from climb_spark.lakehouse.delta import table_version
 from climb_spark.rubric import CRITERIA
 
@@ -142,7 +143,7 @@ class Lakehouse:
         except AnalysisException as err:
             if "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" not in str(err):
                 raise
-            clear_half_created(name, str(err))
+            clear_half_created(name, str(err), object_store.from_session(spark))
             spark.sql(create)
         if name not in self._current:
             add_new_columns(spark, name, spec)
@@ -174,7 +175,7 @@ def add_comments(spark: SparkSession, name: str, spec: TableSpec) -> None:
             spark.sql(f"ALTER TABLE {name} ALTER COLUMN `{f.name}` COMMENT {_literal(f.metadata['comment'])}")
 
 
-def clear_half_created(name: str, message: str) -> None:
+def clear_half_created(name: str, message: str, s3: S3Config) -> None:
     """A job killed inside CREATE TABLE leaves the table's first Delta commit (schema only) at its
     managed location but no catalog entry, and every later CREATE fails on the non-empty folder.
     Such a folder holds no data, so it is removed and the table created again; a folder with data
@@ -187,7 +188,7 @@ def clear_half_created(name: str, message: str) -> None:
     if not found:
         raise PreconditionError(f"table {name}: its location is not empty and not a Delta table ({message[:300]})")
     uri = found.group(1)
-    filesystem, root = fs.FileSystem.from_uri(uri if "://" in uri else "file://" + uri.removeprefix("file:"))
+    filesystem, root = files.filesystem(uri, s3)
     commits = [e.path for e in filesystem.get_file_info(fs.FileSelector(f"{root}/_delta_log", allow_not_found=True))
                if e.base_name.endswith(".json") and e.base_name[:20].isdigit()]
     adds = 0
@@ -197,7 +198,7 @@ def clear_half_created(name: str, message: str) -> None:
     if len(commits) > 1 or adds:
         raise PreconditionError(f"table {name}: {uri} holds data but the catalog has no such table; register it "
                                 f"(CREATE TABLE {name} USING DELTA LOCATION '{uri}') or move it away")
-    filesystem.delete_dir(root)
+    files.remove_dir(uri, s3)
 
 
 def _literal(text: str) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import Config
+from climb_spark.config import Config, S3Config
 from climb_spark.curated import (TargetOverlap, kept_documents, read_target, super_clusters, target_documents,
                                   target_filter, target_overlap, without_target_documents)
 from climb_spark.errors import ConfigError, InputError
@@ -53,6 +53,8 @@ class Pool:
     def key(self) -> str:
         """What a proxy result depends on: the pool's id and its content."""
         return f"{self.pool_id}/{self.content}" if self.content else self.pool_id
+    # The object store the pool's files are on, when they are (proxy tasks read them through it).
+    s3: S3Config = S3Config()
 
     def train_path(self, super_cluster_id: int) -> str:
         return f"{self.root}/tokens/split=train/super_cluster_id={super_cluster_id}"
@@ -75,8 +77,8 @@ def ensure(spark: SparkSession, cfg: Config, log=print) -> Pool:
         rows = _build(spark, cfg, pid, root, supers, table, log)
     ids = tuple(int(s["super_cluster_id"]) for s in supers)
     return Pool(pid, root, int(rows[0]["vocab_size"]), ids, tuple(float(s["token_share"]) for s in supers),
-                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root),
-                tuple(int(s["n_tokens"]) for s in supers))
+                supers[0]["cluster_run_id"], cfg.target.kind, target_overlap(spark, cfg), content_digest(spark, root, cfg.s3),
+                tuple(int(s["n_tokens"]) for s in supers), s3=cfg.s3)
 
 
 def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[dict], table: str, log) -> list:
@@ -101,7 +103,7 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
     if cfg.target.kind == "choices":
         _choices_target(spark, cfg, tokenizer).coalesce(1).write.mode("overwrite").parquet(f"{root}/choices")
     counts = {(r["split"], r["super_cluster_id"]): (r["n_docs"], r["n_tokens"])
-              for r in _summarize(spark, root)[0]}
+              for r in _summarize(spark, root, cfg.s3)[0]}
     if cfg.target.kind != "choices" and ("target", TARGET) not in counts:
         raise ConfigError(f"target: no documents match {_describe_target(cfg)}; widen target.source / "
                           "target.super_cluster or raise target.holdout_fraction")
@@ -131,19 +133,19 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
     return records
 
 
-def content_digest(spark: SparkSession, root: str) -> str:
+def content_digest(spark: SparkSession, root: str, s3: S3Config) -> str:
     """The digest of every token a pool holds, from `{root}/content.json` (written as it was built;
     a pool built before there was one gets it on first use)."""
     from pyarrow import fs as pafs
 
-    filesystem, where = files.filesystem(f"{root}/content.json")
+    filesystem, where = files.filesystem(f"{root}/content.json", s3)
     if filesystem.get_file_info(where).type != pafs.FileType.File:
-        return _summarize(spark, root)[1]
+        return _summarize(spark, root, s3)[1]
     with filesystem.open_input_stream(where) as f:
         return json.loads(f.read().decode("utf-8"))["digest"]
 
 
-def _summarize(spark: SparkSession, root: str) -> tuple[list, str]:
+def _summarize(spark: SparkSession, root: str, s3: S3Config) -> tuple[list, str]:
     """Each split and super-cluster's documents and tokens, with their ids and tokens hashed
     (order-free: XOR of one hash per document), and the digest of it all, written to
     `{root}/content.json`."""
@@ -154,12 +156,12 @@ def _summarize(spark: SparkSession, root: str) -> tuple[list, str]:
                  F.bit_xor(F.xxhash64("doc_id", "tokens")).alias("hash"))
             .orderBy("split", "super_cluster_id").collect())
     summary = [[r["split"], r["super_cluster_id"], r["n_docs"], r["n_tokens"], r["hash"]] for r in rows]
-    filesystem, where = files.filesystem(f"{root}/choices")
+    filesystem, where = files.filesystem(f"{root}/choices", s3)
     if filesystem.get_file_info(where).type == pafs.FileType.Directory:
         choices = spark.read.parquet(f"{root}/choices")
         summary.append(["choices", choices.count(), choices.agg(F.bit_xor(F.xxhash64(*choices.columns))).first()[0]])
     digest = content_id(summary, 16)
-    files.write_text(f"{root}/content.json", json.dumps({"digest": digest, "parts": summary}))
+    files.write_text(f"{root}/content.json", json.dumps({"digest": digest, "parts": summary}), s3)
     return rows, digest
 
 
@@ -235,14 +237,15 @@ def _choices_target(spark: SparkSession, cfg: Config, tokenizer) -> DataFrame:
     return spark.createDataFrame(rows, "item int, context array<int>, choices array<array<int>>, label int")
 
 
-def read_tokens(path: str, limit: int) -> np.ndarray:
+def read_tokens(path: str, limit: int, s3: S3Config) -> np.ndarray:
     """The first `limit` tokens of a pool's shards (all of them if limit is 0), cached per worker."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     def load() -> np.ndarray:
         chunks, total = [], 0
-        for batch in ds.dataset(path, format="parquet").to_batches(columns=["tokens"]):
+        filesystem, where = files.filesystem(path, s3)
+        for batch in ds.dataset(where, format="parquet", filesystem=filesystem).to_batches(columns=["tokens"]):
             flat = pc.list_flatten(batch.column(0)).to_numpy(zero_copy_only=False).astype(np.int32)
             chunks.append(flat)
             total += len(flat)
@@ -253,9 +256,10 @@ def read_tokens(path: str, limit: int) -> np.ndarray:
     return worker_cached("pool-tokens", (path, limit), load)
 
 
-def read_choices(path: str) -> list[tuple[np.ndarray, list[np.ndarray], int]]:
+def read_choices(path: str, s3: S3Config) -> list[tuple[np.ndarray, list[np.ndarray], int]]:
     import pyarrow.dataset as ds
 
-    table = ds.dataset(path, format="parquet").to_table().to_pylist()
+    filesystem, where = files.filesystem(path, s3)
+    table = ds.dataset(where, format="parquet", filesystem=filesystem).to_table().to_pylist()
     return [(np.asarray(r["context"], np.int32), [np.asarray(c, np.int32) for c in r["choices"]], r["label"])
             for r in sorted(table, key=lambda r: r["item"])]

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -30,7 +29,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import ProxyConfig, TargetConfig
+from climb_spark.config import ProxyConfig, S3Config, TargetConfig
 from climb_spark.errors import ProxyError
 from climb_spark.ids import content_id, proxy_settings
 from climb_spark.lakehouse import files
@@ -66,12 +65,12 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
         return run_command(proxy.command, spec, pool, weights, proxy.timeout_s)
     pools = read_pools(pool, proxy, weights)
     device = task_device(proxy)
-    base = read_base(base_path(pool, proxy)) if proxy.init == "base" else None
+    base = read_base(base_path(pool, proxy), pool.s3) if proxy.init == "base" else None
     if pool.target_kind == "choices":
         result = lm.train(pools, weights, np.zeros(0), pool.vocab_size, proxy, spec.seed, device, threads,
-                          choices=read_choices(pool.target_path), base=base)
+                          choices=read_choices(pool.target_path, pool.s3), base=base)
     else:
-        result = lm.train(pools, weights, read_tokens(pool.target_path, target.max_tokens),
+        result = lm.train(pools, weights, read_tokens(pool.target_path, target.max_tokens, pool.s3),
                           pool.vocab_size, proxy, spec.seed, device, threads, base=base)
     return dataclasses.asdict(result)
 
@@ -79,7 +78,7 @@ def train_in_task(spec: ProxySpec, pool: Pool, proxy: ProxyConfig, target: Targe
 def read_pools(pool: Pool, proxy: ProxyConfig, weights: dict[int, float]) -> dict[int, np.ndarray]:
     """At most one proxy's worth of tokens from each super-cluster with a positive weight."""
     budget = proxy.steps * proxy.batch_size * (proxy.seq_len + 1)
-    return {sc: read_tokens(pool.train_path(sc), budget) for sc in weights}
+    return {sc: read_tokens(pool.train_path(sc), budget, pool.s3) for sc in weights}
 
 
 def base_path(pool: Pool, proxy: ProxyConfig) -> str:
@@ -92,24 +91,22 @@ def base_path(pool: Pool, proxy: ProxyConfig) -> str:
     return f"{pool.root}/base/{content_id(settings, 12)}.pt"
 
 
-def read_base(path: str) -> bytes:
+def read_base(path: str, s3: S3Config) -> bytes:
     """The base checkpoint, read once per worker: its name hashes its settings and it is moved
     into place whole, so the file under a name never changes."""
     def load() -> bytes:
-        fs, where = files.filesystem(path)
-        with fs.open_input_stream(where) as f:
-            return f.read()
+        return files.read_bytes(path, s3)
 
     return worker_cached("proxy-base", path, load)
 
 
 def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callable[[str], None] = print) -> str:
-    """The base checkpoint, trained once per pool and settings in a Spark task. It is written to a
-    temporary name and moved into place, so a killed job never leaves half a checkpoint."""
+    """The base checkpoint, trained once per pool and settings in a Spark task. It is written whole
+    or not at all (files.write_bytes), so a killed job never leaves half a checkpoint."""
     import pyarrow.fs as pafs
 
     path = base_path(pool, proxy)
-    fs, where = files.filesystem(path)
+    fs, where = files.filesystem(path, pool.s3)
     if fs.get_file_info(where).type == pafs.FileType.File:
         return path
     log(f"proxy base {path}: training on the prior for {proxy.base_steps or proxy.steps} steps")
@@ -120,12 +117,7 @@ def ensure_base(spark: SparkSession, pool: Pool, proxy: ProxyConfig, log: Callab
         tokens = read_pools(pool, dataclasses.replace(proxy, steps=proxy.base_steps or proxy.steps), prior)
         state = lm.base_checkpoint(tokens, prior, pool.vocab_size, proxy, proxy.seed, task_device(proxy),
                                    threads)
-        task_fs, task_where = files.filesystem(path)
-        task_fs.create_dir(task_where.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{task_where}.{uuid.uuid4().hex}.tmp"
-        with task_fs.open_output_stream(tmp) as f:
-            f.write(state)
-        task_fs.move(tmp, task_where)
+        files.write_bytes(path, state, pool.s3)
         return {"seconds": time.perf_counter() - started}
 
     done = run_in_one_task(spark, work, f"proxy base {pool.pool_id}")
@@ -254,7 +246,7 @@ class ProxyRunner:
         """The staged rows of a search into `proxy_results` in one commit (a MERGE that inserts new
         keys and replaces only a row whose score is not a finite number, so rows a killed run
         committed but did not unstage are not added twice); then unstaged."""
-        staged = read_staged(self.staging(search_id))
+        staged = read_staged(self.staging(search_id), self.pool.s3)
         if not staged:
             return 0
         rows = [dict(row, finished_at=pd.Timestamp(row["finished_at"]).to_pydatetime()) for _, row in staged
@@ -262,7 +254,7 @@ class ProxyRunner:
         if rows:
             merge_upsert(self.spark, self.table, self.spark.createDataFrame(rows, PROXY_RESULTS.schema),
                          PROXY_RESULTS.key, replace_when=f"NOT ({_FINITE_SQL.format('t.score')})")
-        fs, _ = files.filesystem(self.staging(search_id))
+        fs, _ = files.filesystem(self.staging(search_id), self.pool.s3)
         for path, _ in staged:
             fs.delete_file(path)
         return len(rows)
@@ -345,15 +337,15 @@ class ProxyRunner:
         # Staged whole (a temporary name and a rename, or one PUT) before the progress line says
         # it is done; committed to the table with the rest of the batch.
         staged = dict(row, finished_at=row["finished_at"].isoformat())
-        files.write_text(f"{self.staging(spec.search_id)}/{key}.json", json.dumps(staged))
+        files.write_text(f"{self.staging(spec.search_id)}/{key}.json", json.dumps(staged), self.pool.s3)
         return row
 
 
-def read_staged(folder: str) -> list[tuple[str, dict]]:
+def read_staged(folder: str, s3: S3Config) -> list[tuple[str, dict]]:
     """(path, row) of each staged result in a folder; a write a kill cut short (`.tmp`) is not one."""
     from pyarrow import fs as pafs
 
-    filesystem, where = files.filesystem(folder)
+    filesystem, where = files.filesystem(folder, s3)
     out = []
     for info in filesystem.get_file_info(pafs.FileSelector(where, allow_not_found=True)):
         if info.type == pafs.FileType.File and info.base_name.endswith(".json"):

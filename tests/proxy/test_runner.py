@@ -58,13 +58,13 @@ def test_a_batch_of_proxies_is_one_proxy_results_commit_and_staged_results_survi
     assert table_version(spark, table) == created + 1  # three proxies, one commit
     assert [r["score"] for r in first] == pytest.approx([-2.0, -2.0, 0.0])
     assert sum(" done, score " in line for line in lines) == 3
-    assert read_staged(runner.staging("s1")) == []  # committed, then unstaged
+    assert read_staged(runner.staging("s1"), pool.s3) == []  # committed, then unstaged
 
     # The driver dies after two proxies of the next round finished: staged, not committed yet.
     for spec in specs[3:5]:
         runner._record(spec, proxy_key(pool.key, proxy, spec.seed, spec.weights),
                        run_command(proxy.command, spec, pool, {i: w for i, w in enumerate(spec.weights) if w > 0}))
-    assert table_version(spark, table) == created + 1 and len(read_staged(runner.staging("s1"))) == 2
+    assert table_version(spark, table) == created + 1 and len(read_staged(runner.staging("s1"), pool.s3)) == 2
 
     lines.clear()
     again = ProxyRunner(spark, pool, proxy, TargetConfig(), table, None, 2, lines.append)
@@ -72,7 +72,7 @@ def test_a_batch_of_proxies_is_one_proxy_results_commit_and_staged_results_survi
     assert lines[0] == "round 2: reusing 5 finished proxies, training 1"
     # The staged pair in one commit, the new proxy in another: not one version per proxy.
     assert table_version(spark, table) == created + 3
-    assert [r["proxy_index"] for r in rows] == list(range(6)) and read_staged(runner.staging("s1")) == []
+    assert [r["proxy_index"] for r in rows] == list(range(6)) and read_staged(runner.staging("s1"), pool.s3) == []
     assert spark.table(table).where("search_id = 's1'").count() == 6
     assert spark.table(table).select("proxy_key").distinct().count() == 6
 
@@ -141,7 +141,7 @@ def test_a_proxy_that_gives_no_finite_score_is_a_failure_never_a_result_and_a_fi
     rows = {r["proxy_key"]: r["score"] for r in spark.table(table).where("search_id = 's-flaky'").collect()}
     # The NaN row of proxy 2 replaced by its training, not reused.
     assert rows == pytest.approx({keys[0]: -0.25, keys[1]: 0.0})
-    assert read_staged(runner.staging("s-flaky")) == []
+    assert read_staged(runner.staging("s-flaky"), runner.pool.s3) == []
     client = MlflowClient(cfg.mlflow.tracking_uri)
     (bad,) = client.search_runs([tracker.experiment_id], "tags.`climb.failed_proxy_key` = '" + keys[2] + "'")
     assert bad.info.status == "FAILED" and "is not a finite number" in bad.data.tags["climb.error"]

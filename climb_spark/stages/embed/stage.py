@@ -194,8 +194,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> EmbedRep
     lake = Lakehouse(cfg.lakehouse)
     docs = lake.ensure(spark, DOCUMENTS)
     table = lake.ensure(spark, DOC_FEATURES)
-    f = embedder(cfg)
-    qversion = classifiers.models_version(cfg.quality.model_dir, cfg.quality.quantize)
+    # The models on the driver's disk (fetched once per version from an object store).
+    f = dataclasses.replace(embedder(cfg), quality_dir=classifiers.local_copy(cfg.quality.model_dir,
+                                                                             cfg.quality.quantize, cfg.s3))
+    qversion = classifiers.models_version(f.quality_dir, cfg.quality.quantize)
 
     def pending(lo: str | None, hi: str | None, *columns: str) -> DataFrame:
         where = in_range("doc_id", lo, hi)

@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from climb_spark import tracking
-from climb_spark.config import Config, check_search, is_local_path
+from climb_spark.config import Config, S3Config, check_search, is_local_path
 from climb_spark.curated import (kept_documents, super_clusters, target_documents, target_filter, target_overlap,
                                   without_target_documents)
 from climb_spark.errors import PreconditionError
@@ -128,7 +128,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
               .repartitionByRange(e.shards, "_order").sortWithinPartitions("_order").drop("_order", "export_id")
               .write.mode("overwrite"))
     (writer.option("compression", "gzip").json(data) if e.format == "jsonl" else writer.parquet(data))
-    shards = keep_shards_only(data)
+    shards = keep_shards_only(data, cfg.s3)
     largest = exported.orderBy(F.desc("n_tokens")).select("doc_id", "n_tokens").first()
 
     manifest = {
@@ -161,18 +161,18 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
         manifest["warnings"].append(
             f"document {largest['doc_id']} is {largest['n_tokens'] / total_tokens:.1%} of the exported tokens "
             f"(above export.max_doc_share={e.max_doc_share:g}); see ingest.max_doc_chars")
-    files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2))
-    remove_other_attempts(out, data)
+    files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2), cfg.s3)
+    remove_other_attempts(out, data, cfg.s3)
     _track(spark, cfg, lake, manifest, chosen)
     return ExportReport(export_id, chosen["search_id"], out, manifest)
 
 
-def keep_shards_only(data: str) -> list[str]:
+def keep_shards_only(data: str, s3: S3Config) -> list[str]:
     """The shard files' names, once Hadoop's bookkeeping beside them (`_SUCCESS`, `.crc` checksums)
     is removed: a reader that globs the folder gets the shards alone."""
     from pyarrow import fs
 
-    filesystem, root = files.filesystem(data)
+    filesystem, root = files.filesystem(data, s3)
     shards = []
     for info in filesystem.get_file_info(fs.FileSelector(root)):
         if info.base_name.startswith(("_", ".")):
@@ -211,15 +211,15 @@ def _track(spark: SparkSession, cfg: Config, lake: Lakehouse, manifest: dict, ch
     tracker.finish()
 
 
-def remove_other_attempts(out: str, keep: str) -> None:
+def remove_other_attempts(out: str, keep: str, s3: S3Config) -> None:
     """Earlier exports' data and what a killed attempt left, once the manifest names `keep`."""
     from pyarrow import fs
 
-    filesystem, root = files.filesystem(out)
+    filesystem, root = files.filesystem(out, s3)
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.type == fs.FileType.Directory and info.base_name.startswith("data") and \
                 info.base_name != keep.rsplit("/", 1)[1]:
-            filesystem.delete_dir(info.path)
+            files.remove_dir(f"{out}/{info.base_name}", s3)
 
 
 def check(cfg: Config) -> None:

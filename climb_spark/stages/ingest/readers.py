@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
+from climb_spark.errors import StoreUnavailable
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 PARQUET_SUFFIXES = (".parquet",)
@@ -126,6 +128,8 @@ def plan(path: str, length: int, opts: ReadOptions, split_bytes: int, opener: Op
             with opener(path) as f:
                 meta = pq.ParquetFile(f).metadata
             rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        except StoreUnavailable:
+            raise
         except Exception:  # unreadable: one split, which reports why
             return [Split(path)]
         starts = [sum(rows[:i]) for i in range(len(rows))]
@@ -161,7 +165,7 @@ def _read_split(split: Split, opts: ReadOptions, opener: Opener, counted: SplitL
     kind = file_kind(path)
     try:
         f = opener(path)
-    except OSError as err:
+    except OSError as err:  # the store itself not answering is StoreUnavailable, which fails the task
         counted.records = 1 if kind == "parquet" else counted.records
         yield _file_reject(path, f"unreadable file: {err}", b"", opts)
         return
@@ -194,8 +198,11 @@ def _open_range(f: BinaryIO, split: Split) -> tuple[BinaryIO, int]:
         return lzma.LZMAFile(f), 0
     if kind == ".zst":
         return io.BufferedReader(_ZstdReader(f), 1 << 20), 0
-    if not isinstance(f, io.BufferedIOBase):
-        f = io.BufferedReader(f)  # pyarrow's remote files: readline by buffer, not byte by byte
+    if not isinstance(f, (io.BufferedReader, io.BufferedRandom, io.BytesIO)):
+        # Lines are read with readline, which only these implement for sure: pyarrow's files (those
+        # of an object store, HDFS) register as io.BufferedIOBase, yet their readline raises
+        # io.UnsupportedOperation (an OSError, which would read as a corrupt file).
+        f = io.BufferedReader(f, 1 << 20)
     if split.start == 0:
         return f, 0
     # The record that straddles `start` belongs to the split before: skip to the end of the line
@@ -473,6 +480,8 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions, count
     try:
         pf = pq.ParquetFile(f)
         names = pf.schema_arrow.names
+    except StoreUnavailable:
+        raise
     except Exception as err:  # pyarrow raises several types for a corrupt footer
         counted.records = 1
         yield _file_reject(path, f"unreadable parquet: {err}", b"", opts)
@@ -495,6 +504,8 @@ def _read_parquet(path: str, f: BinaryIO, split: Split, opts: ReadOptions, count
                     continue
                 raw = json.dumps(value, ensure_ascii=False, default=_json_default)
                 yield _from_object(path, row, None, _text_as_str(value, opts.text_field), opts, raw)
+    except StoreUnavailable:
+        raise
     except Exception as err:
         reason = f"corrupt parquet after row {row}: {type(err).__name__}: {err}"[:500]
         for lost in range(row + 1, end + 1):

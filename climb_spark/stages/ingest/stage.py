@@ -22,10 +22,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from climb_spark.config import Config, check_input_exists, is_local_path
+from climb_spark.config import Config, S3Config, check_input_exists, is_local_path
 from climb_spark.corpus import uses_default_corpus
 from climb_spark.errors import AccountingError
 from climb_spark.lakehouse import files as lake_files
+from climb_spark.lakehouse import object_store
 from climb_spark.lakehouse.delta import merge_insert_only, session_conf
 from climb_spark.lakehouse.tables import DOCUMENTS, DUPLICATES, REJECTS, Lakehouse
 from climb_spark.stages.contract import Counted, Stage
@@ -66,20 +67,21 @@ _OUT_ROWS = 5000
 _OUT_CHARS = 32 << 20
 
 
-def plan_files(batches: Iterator[pd.DataFrame], opts: ReadOptions, split_bytes: int) -> Iterator[pd.DataFrame]:
+def plan_files(batches: Iterator[pd.DataFrame], opts: ReadOptions, split_bytes: int,
+               s3: S3Config) -> Iterator[pd.DataFrame]:
     """(path, length) rows -> the splits of each file (parquet footers are read here, in tasks)."""
     for batch in batches:
         rows = [row for path, length in zip(batch["path"], batch["length"])
-                for row in _split_rows(path, int(length), opts, split_bytes)]
+                for row in _split_rows(path, int(length), opts, split_bytes, s3)]
         yield pd.DataFrame(rows, columns=SPLITS.fieldNames())
 
 
-def _split_rows(path: str, length: int, opts: ReadOptions, split_bytes: int) -> list[tuple]:
-    splits = plan(path, length, opts, split_bytes, lake_files.open_input)
+def _split_rows(path: str, length: int, opts: ReadOptions, split_bytes: int, s3: S3Config) -> list[tuple]:
+    splits = plan(path, length, opts, split_bytes, lambda uri: lake_files.open_input(uri, s3))
     return [(sp.path, sp.start, sp.end, sp.first_row, len(splits) > 1 and sp.end >= 0) for sp in splits]
 
 
-def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterator[pa.RecordBatch]:
+def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions, s3: S3Config) -> Iterator[pa.RecordBatch]:
     """Split rows -> parsed records, in bounded Arrow batches built column by column (no per-record
     dicts or pandas frames: at ~1 KB a document those cost as much as the parse)."""
     names = PARSED.fieldNames()
@@ -87,11 +89,12 @@ def parse_splits(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterat
     file_, line, offset, doc, text, source, meta, n_chars, words, reason, raw, range_start, range_lines, \
         split_records = (cols[name].append for name in names)
     rows = chars = 0
+    opener = lambda uri: lake_files.open_input(uri, s3)  # noqa: E731
     for batch in batches:
         for path, start, end, first_row, ranged in zip(*batch.select(SPLITS.fieldNames()).to_pydict().values()):
             split, counted = Split(path, start, end, first_row), SplitLines()
             at = start if ranged else None
-            for rec in read_split(split, opts, lake_files.open_input, counted):
+            for rec in read_split(split, opts, opener, counted):
                 file_(rec.file), line(rec.line), offset(rec.offset), source(rec.source), meta(rec.metadata)
                 reason(rec.reason), raw(rec.raw), range_start(at), range_lines(None), split_records(None)
                 if rec.reason is None:
@@ -179,10 +182,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> IngestRe
 
     # One split per Arrow batch: a worker holds one split's output batch at a time.
     with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": "1"}):
-        splits, n_files, n_splits = plan_splits(spark, i.input, opts, i.split_bytes)
+        splits, n_files, n_splits = plan_splits(spark, i.input, opts, i.split_bytes, cfg.s3)
         # Cached before the line shift: the shift reads the ranges' line counts and their records
         # from the same parse.
-        raw = splits.mapInArrow(lambda it: parse_splits(it, opts), schema=PARSED).persist()
+        raw = splits.mapInArrow(lambda it: parse_splits(it, opts, cfg.s3), schema=PARSED).persist()
         try:
             report = _write(spark, whole_file_lines(raw), reader_counts(raw), names, run_id, now, n_files,
                             n_splits)
@@ -198,8 +201,8 @@ def read_options(cfg: Config) -> ReadOptions:
     return ReadOptions(i.text_field, i.source_field, i.text_unit, i.reject_sample_chars, i.max_doc_chars, i.long_docs)
 
 
-def plan_splits(spark: SparkSession, path: str, opts: ReadOptions,
-                split_bytes: int) -> tuple[DataFrame, int, int]:
+def plan_splits(spark: SparkSession, path: str, opts: ReadOptions, split_bytes: int,
+                s3: S3Config) -> tuple[DataFrame, int, int]:
     """The splits of every non-empty input file (named as Spark names them, `file:/...`) packed
     into tasks of about `split_bytes` (a large file is many tasks, many small files share one),
     the number of files and the number of splits."""
@@ -208,11 +211,11 @@ def plan_splits(spark: SparkSession, path: str, opts: ReadOptions,
         listed = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
                   .select("path", "length").where(F.col("length") > 0))
         size = {r["path"]: r["length"] for r in listed.collect()}
-        planned = [tuple(r) for r in listed.mapInPandas(lambda it: plan_files(it, opts, split_bytes),
+        planned = [tuple(r) for r in listed.mapInPandas(lambda it: plan_files(it, opts, split_bytes, s3),
                                                          schema=SPLITS).collect()]
     else:  # planned here: a Spark job (and a Python worker's start) would cost more than the plan
         size = {u: n for u, n in ((lake_files.local_uri(f), os.path.getsize(f)) for f in local) if n > 0}
-        planned = [row for uri, length in size.items() for row in _split_rows(uri, length, opts, split_bytes)]
+        planned = [row for uri, length in size.items() for row in _split_rows(uri, length, opts, split_bytes, s3)]
     planned.sort(key=lambda r: (r[0], r[1]))
     per_file = Counter(r[0] for r in planned)
     tasks, load = [], []
@@ -351,7 +354,11 @@ def _pick(good: DataFrame, classified: DataFrame, new: int, n_good: int) -> Data
 
 
 def check(cfg: Config) -> None:
-    if not uses_default_corpus(cfg):  # the embedded default is built on first use
+    if uses_default_corpus(cfg):  # the embedded default is built on first use
+        return
+    if object_store.is_s3(cfg.ingest.input) and not any(ch in cfg.ingest.input for ch in "*?["):
+        object_store.check_exists("ingest.input", cfg.ingest.input, cfg.s3)
+    else:
         check_input_exists("ingest.input", cfg.ingest.input)
 
 

@@ -13,7 +13,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from climb_spark.config import S3Config, is_local_path
 from climb_spark.errors import ClimbError, PreconditionError
+from climb_spark.lakehouse import files
 from climb_spark.memory import release_free_heap
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.contract import Files
@@ -30,8 +32,7 @@ def model_path(model_dir: str, criterion: str, quantized: bool) -> Path:
 
 
 QUALITY_MODELS = Files("quality models", lambda cfg: cfg.quality.model_dir,
-                       lambda cfg: all(model_path(cfg.quality.model_dir, c, cfg.quality.quantize).is_file()
-                                       for c in CRITERIA))
+                       lambda cfg: present(cfg.quality.model_dir, cfg.quality.quantize, cfg.s3))
 
 
 def fasttext_text(text: str, max_chars: int = 20000) -> str:
@@ -118,11 +119,14 @@ def files_version(model_dir: str, quantized: bool) -> str:
     return digest.hexdigest()[:12]
 
 
-def publish(staging: Path, model_dir: str, quantized: bool) -> str:
+def publish(staging: Path, model_dir: str, quantized: bool, s3: S3Config = S3Config()) -> str:
     """Move the four files trained into `staging` over those in `model_dir` as one set, and name
     it in the manifest, written last and atomically: until then the old manifest names the old
     set, so a reader sees the old set, the new one, or a mix it refuses (models_version). Model
-    files of other formats go: the folder is shipped whole to every executor."""
+    files of other formats go: the folder is shipped whole to every executor. On an object store
+    the set goes to a folder of its own (_publish_remote)."""
+    if is_remote(model_dir):
+        return _publish_remote(staging, model_dir, quantized, s3)
     version = models_version(str(staging), quantized)
     for criterion in CRITERIA:
         os.replace(model_path(str(staging), criterion, quantized), model_path(model_dir, criterion, quantized))
@@ -137,7 +141,106 @@ def publish(staging: Path, model_dir: str, quantized: bool) -> str:
 
 
 def _format(quantized: bool) -> str:
-    return model_path("", "", quantized).suffix.lstrip(".")
+    return model_path("", "model", quantized).suffix.lstrip(".")  # (a bare ".npz" has no suffix)
+
+
+# On an object store a rename is a copy, so the four files could not be swapped in place as one:
+# each set goes to a folder named by its version, written once, and the manifest (one PUT, last)
+# names the folder. A reader following the manifest finds the old set or the new one, whole.
+def is_remote(model_dir: str) -> bool:
+    return not is_local_path(model_dir)
+
+
+def _published(model_dir: str, quantized: bool, s3: S3Config) -> str | None:
+    """The version a remote folder's manifest names for this format, None if it names none."""
+    uri = f"{model_dir.rstrip('/')}/{MANIFEST}"
+    if not files.exists(uri, s3):
+        return None
+    published = json.loads(files.read_bytes(uri, s3).decode("utf-8"))
+    return published["version"] if published.get("format") == _format(quantized) else None
+
+
+def _remote_set(model_dir: str, version: str, quantized: bool) -> dict[str, str]:
+    return {c: f"{model_dir.rstrip('/')}/{version}/{model_path('', c, quantized).name}" for c in CRITERIA}
+
+
+def present(model_dir: str, quantized: bool, s3: S3Config) -> bool:
+    """Whether the four models are there (read by nothing yet, so their bytes are not hashed)."""
+    if is_remote(model_dir):
+        return _published(model_dir, quantized, s3) is not None
+    return all(model_path(model_dir, c, quantized).is_file() for c in CRITERIA)
+
+
+def stored(model_dir: str, quantized: bool, s3: S3Config) -> tuple[str | None, int] | None:
+    """(version, bytes) of the four models in model_dir, None where they are not all there. A
+    local folder's version is read off its files (None if they are a mix, which models_version
+    refuses); a remote one's is the manifest's."""
+    if not is_remote(model_dir):
+        paths = [model_path(model_dir, c, quantized) for c in CRITERIA]
+        if not all(p.is_file() for p in paths):
+            return None
+        try:
+            version = models_version(model_dir, quantized)
+        except PreconditionError:
+            version = None
+        return version, sum(p.stat().st_size for p in paths)
+    version = _published(model_dir, quantized, s3)
+    if version is None:
+        return None
+    filesystem, _ = files.filesystem(model_dir, s3)
+    infos = filesystem.get_file_info([files.filesystem(uri, s3)[1] for uri in _remote_set(model_dir, version,
+                                                                                             quantized).values()])
+    return (version, sum(i.size for i in infos)) if all(i.size is not None for i in infos) else None
+
+
+def local_copy(model_dir: str, quantized: bool, s3: S3Config) -> str:
+    """The models as a folder on the driver's disk, which tasks read (shipped to executors as
+    any local folder is): model_dir itself when local; else the set the manifest names, fetched
+    once per version into the temporary folder and checked against it."""
+    if not is_remote(model_dir):
+        return model_dir
+    import tempfile
+
+    from pyarrow import fs
+
+    version = _published(model_dir, quantized, s3)
+    if version is None:
+        raise PreconditionError(f"no {_format(quantized)} quality models published in {model_dir} (no {MANIFEST}); "
+                                "run `climb-spark train-quality` first")
+    cache = Path(tempfile.gettempdir()) / f"climb-spark-{os.getuid()}" / f"quality-{_format(quantized)}-{version}"
+    if cache.is_dir():
+        return str(cache)
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for criterion, uri in _remote_set(model_dir, version, quantized).items():
+        filesystem, where = files.filesystem(uri, s3)
+        fs.copy_files(where, str(model_path(str(partial), criterion, quantized)), source_filesystem=filesystem,
+                      destination_filesystem=fs.LocalFileSystem())
+    found = files_version(str(partial), quantized)
+    if found != version:
+        shutil.rmtree(partial)
+        raise PreconditionError(f"the quality models in {model_dir}/{version} are not the set {MANIFEST} names "
+                                f"(files {found}); run `climb-spark train-quality` again")
+    partial.rename(cache)
+    return str(cache)
+
+
+def _publish_remote(staging: Path, model_dir: str, quantized: bool, s3: S3Config) -> str:
+    from pyarrow import fs
+
+    version = models_version(str(staging), quantized)
+    filesystem, root = files.filesystem(model_dir, s3)
+    for criterion, uri in _remote_set(model_dir, version, quantized).items():
+        fs.copy_files(str(model_path(str(staging), criterion, quantized)), files.filesystem(uri, s3)[1],
+                      source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+    files.write_text(f"{model_dir.rstrip('/')}/{MANIFEST}",
+                     json.dumps({"format": _format(quantized), "version": version}), s3)
+    for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
+        if info.type == fs.FileType.Directory and info.base_name != version:
+            files.remove_dir(f"{model_dir.rstrip('/')}/{info.base_name}", s3)  # earlier sets, a killed run's
+    shutil.rmtree(staging)
+    return version
 
 
 def expected_scores(model, texts: Sequence[str]) -> np.ndarray:

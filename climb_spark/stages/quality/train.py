@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,10 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
                            "quantize": q.quantize,
                            "max_compact_drift": q.max_compact_drift,
                            "n_train": len(train), "n_holdout": len(held)})
-        # Trained beside the published set, which stays whole until all four are ready (publish).
-        staging = Path(q.model_dir) / STAGING
+        # Trained beside the published set, which stays whole until all four are ready (publish);
+        # on the driver's disk when the set is on an object store.
+        staging = Path(tempfile.mkdtemp(prefix="climb-quality-")) if classifiers.is_remote(q.model_dir) \
+            else Path(q.model_dir) / STAGING
         shutil.rmtree(staging, ignore_errors=True)  # what a killed run left
         paths = {c: classifiers.model_path(str(staging), c, q.quantize) for c in CRITERIA}
         for c, path in paths.items():
@@ -154,7 +157,7 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
         model_bytes = sum(path.stat().st_size for path in paths.values())
         for path in paths.values():  # these four files only, whatever else is in the folder
             mlflow.log_artifact(str(path), artifact_path="quality_models")
-        version = classifiers.publish(staging, q.model_dir, q.quantize)
+        version = classifiers.publish(staging, q.model_dir, q.quantize, cfg.s3)
         mlflow.set_tag("quality_model_version", version)
     return TrainReport(teacher, len(train), len(held), q.model_dir, version, metrics, active.info.run_id,
                        {c: lr for c, lr in lr_used.items() if lr != q.lr}, model_bytes)
@@ -181,13 +184,10 @@ def _trained_before(cfg: Config, experiment_id: str, fingerprint: str, teacher: 
     import mlflow
 
     q = cfg.quality
-    paths = [classifiers.model_path(q.model_dir, c, q.quantize) for c in CRITERIA]
-    if not all(p.is_file() for p in paths):
+    found = classifiers.stored(q.model_dir, q.quantize, cfg.s3)
+    if found is None or found[0] is None:  # missing, or a mix of two sets: training is due
         return None
-    try:
-        version = classifiers.models_version(q.model_dir, q.quantize)
-    except PreconditionError:  # a mix of two sets: training is due
-        return None
+    version, model_bytes = found
     # Both values are hex digests made here, so the filter holds no outside text.
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id], f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' AND tags.quality_model_version = '{version}' "
@@ -199,7 +199,7 @@ def _trained_before(cfg: Config, experiment_id: str, fingerprint: str, teacher: 
     metrics = {c: {k: m[f"{c}.{k}"] for k in ("accuracy", "macro_f1", "mae")} for c in CRITERIA if f"{c}.mae" in m}
     lowered = {c: m[f"{c}.lr_used"] for c in CRITERIA if m.get(f"{c}.lr_used", q.lr) != q.lr}
     return TrainReport(teacher, int(params["n_train"]), int(params["n_holdout"]), q.model_dir, version, metrics,
-                       run.info.run_id, lowered, sum(p.stat().st_size for p in paths), skipped=True)
+                       run.info.run_id, lowered, model_bytes, skipped=True)
 
 
 STAGE = Stage("train-quality", "one fastText classifier per criterion from the annotations, logged to MLflow",

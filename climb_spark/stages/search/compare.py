@@ -123,7 +123,8 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
                          "margin": margin.margin if margin else None,
                          "margin_against": margin.other if margin else None,
                          "margin_low": margin.low if margin else None, "margin_high": margin.high if margin else None,
-                         "significant": margin.significant if margin else None,
+                         # One seed has no interval: whether it is significant is unknown, not "no".
+                         "significant": margin.significant if margin and margin.low is not None else None,
                          "mlflow_run_id": tracker.run_id, "created_at": now})
             tracker.log_metrics({f"{scale}.{method}.mean_score": rows[-1]["mean_score"],
                                  f"{scale}.{method}.std_score": rows[-1]["std_score"],

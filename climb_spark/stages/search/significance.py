@@ -75,8 +75,8 @@ def winner_statement(scale: str, scores: dict[str, np.ndarray], found: dict[str,
 
 
 def rank_agreement(proxy: dict[str, float], target: dict[str, float]) -> float | None:
-    """Spearman correlation of the methods' mean scores at proxy and at target scale, over the
-    distinct mixtures (methods that returned the same mixture count once). None below 3."""
+    """Spearman correlation of the methods' mean scores at proxy and at target scale (the caller
+    passes one method per distinct mixture). None below 3 mixtures or for a constant side."""
     from climb_spark.stages.search.predictor import spearman
 
     methods = [m for m in proxy if m in target]

@@ -255,7 +255,8 @@ class _Search:
         if last and s.final == "evaluated" and self._can_rank():
             # The last batch trains what the final choice would return now, so that the mixture
             # returned is one that was trained, with a score observed and not only predicted.
-            picks = [self._robust_pick(fit)]
+            pick = self._robust_pick(fit)
+            picks = [] if mixture_key(pick) in self.seen else [pick]
         return self._diverse(cands, value, n, picks)
 
     def _local_candidates(self, n: int, centres: np.ndarray | None = None) -> np.ndarray:
@@ -338,7 +339,8 @@ class _Search:
 
     def _explained(self, weights: np.ndarray, fit, best: Pair) -> Result:
         s = self.cfg
-        (mean, spread), (best_mean, best_spread) = (np.ravel(v) for v in _dist(fit, np.vstack([weights, best.weights])))
+        means, spreads = _dist(fit, np.vstack([weights, best.weights]))
+        (mean, best_mean), (spread, best_spread) = np.ravel(means), np.ravel(spreads)
         observed = next((p.score for p in self.history if mixture_key(p.weights) == mixture_key(weights)), None)
         bound = f"pessimistic bound mean - {s.kappa:g} x spread"
         if observed is not None and mixture_key(weights) == mixture_key(best.weights):

@@ -309,3 +309,27 @@ def test_an_unreadable_file_is_a_reject():
 
     (rec,) = read_split(Split("/x/gone.jsonl", 0, 10), ReadOptions(), gone)
     assert rec.reason.startswith("unreadable file: [Errno 2] No such file or directory")
+
+
+@pytest.mark.parametrize("split_bytes", [9, 10_000])
+def test_pyarrow_files_are_read_by_line_whole_and_in_ranges(tmp_path, split_bytes):
+    """pyarrow's files (every object-store input) claim io.BufferedIOBase but have no readline: an
+    uncompressed jsonl read through one must give the records Python's own file gives, not a
+    `truncated or corrupt file` reject."""
+    from pyarrow import fs
+
+    content = b'{"text": "a"}\n\n{"text": "bb"}\n{broken\n{"text": "ccc"}\n'
+    (tmp_path / "a.jsonl").write_bytes(content)
+    native = fs.LocalFileSystem()
+    with native.open_input_file(str(tmp_path / "a.jsonl")) as probe:
+        assert isinstance(probe, io.BufferedIOBase)
+        with pytest.raises(io.UnsupportedOperation):
+            probe.readline()
+    whole = read("a.jsonl", content)
+    got = []
+    for split in plan("a.jsonl", len(content), OPTS, split_bytes, lambda _: None):
+        counted = SplitLines()
+        got += [(r.offset, r.text, r.reason) for r in
+                read_split(split, OPTS, lambda _: native.open_input_file(str(tmp_path / "a.jsonl")), counted)]
+    assert got == [(r.offset, r.text, r.reason) for r in whole]
+    assert [r.text for r in whole] == ["a", "bb", None, "ccc"]

@@ -102,10 +102,12 @@ def test_a_pool_is_rebuilt_with_the_same_tokens_and_scores_and_never_removed_und
     before = train_in_task(spec, first, cfg.proxy, cfg.target, 1)
     held = tokens(first)
     newer = cfg.replace({"proxy.vocab_size": 330})
-    pools.ensure(spark, newer, log=lambda _: None)  # the newest pool, which maintain always keeps
+    newest = pools.ensure(spark, newer, log=lambda _: None)  # the newest pool, which maintain always keeps
     time.sleep(0.05)
     removed = maintain.run(spark, cfg, log=lambda _: None)
-    assert removed.pools_removed == [first.pool_id] and not Path(first.root).exists()
+    # An earlier test's unreferenced pools in this shared lakehouse may go too; these two are the point.
+    assert first.pool_id in removed.pools_removed and not Path(first.root).exists()
+    assert newest.pool_id not in removed.pools_removed and Path(newest.root, "tokens").is_dir()
 
     built: list[str] = []
     again = pools.ensure(spark, cfg, log=built.append)
@@ -123,7 +125,7 @@ def test_a_pool_is_rebuilt_with_the_same_tokens_and_scores_and_never_removed_und
     kept = maintain.run(spark, cfg, log=lambda _: None)
     assert first.pool_id not in kept.pools_removed and Path(again.root, "tokens").is_dir()
     assert spark.table(lake.name(TOKEN_POOLS)).where(F.col("pool_id") == again.pool_id).count() > 0
-    assert len(read_staged(runner.staging("s1"))) == 1
+    assert len(read_staged(runner.staging("s1"), runner.pool.s3)) == 1
     lines: list[str] = []
     resumed = ProxyRunner(spark, again, cfg.proxy, cfg.target, lake.ensure(spark, PROXY_RESULTS), None, 1,
                           lines.append).run([spec], "s1")

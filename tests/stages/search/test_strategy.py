@@ -251,6 +251,9 @@ def test_the_final_choice_says_why():
     # the prediction.
     trained = strategy.run(PRIOR, _recording(loss)[0], CFG, seed=3)
     assert trained.chosen_from == "observed" and trained.observed is not None
+    mean, spread = trained.fit.predict_dist(trained.weights[None, :])
+    assert (trained.predicted, trained.predicted_std) == pytest.approx((mean[0], spread[0]))
+    assert trained.predicted_std > 0 and f"predicted {trained.predicted:.4f} +- {trained.predicted_std:.4f}" in trained.explanation
     assert any(strategy.mixture_key(p.weights) == strategy.mixture_key(trained.weights) for p in trained.history)
     assert trained.predicted is not None and f"predicted {trained.predicted:.4f}" in trained.explanation
 
