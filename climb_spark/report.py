@@ -578,7 +578,8 @@ def _comparison_section(r: _Reader, rows: list[dict] | None) -> tuple[bool, str]
     out.append(_figure(_png(plots.comparison(rows), "each method's score against the best method's, per scale"),
                        "Each method's mean seed-by-seed score difference to the best method, per scale, with its "
                        "paired interval (the best method's bar is its lead over the runner-up). The axis is the "
-                       "difference, so zero is on it: an interval that crosses zero is not a significant difference."))
+                       "difference, so zero is on it: where an interval crosses zero, the seeds do not tell the two "
+                       "methods apart."))
     return True, "\n".join(out)
 
 

@@ -636,6 +636,10 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(
             "return document.images.length >= 4 && [...document.images].every(i => i.complete && i.naturalWidth > 100)"))
         assert all(heading in page() for heading in report.SECTIONS.values())
+        # What a reviewer asks first, as the browser shows it: the target, the export with its units.
+        assert "scores a mixture by training a proxy on it and evaluating the proxy on the target: a fixed " in page()
+        assert re.search(r"Export export-\w+ of the climb mixture \(search climb-\w+\): [\d,]+ documents", page())
+        assert "Tokens are words and punctuation: the kept clusters hold " in page()
         height = browser.execute_script("return document.documentElement.scrollHeight")
         assert height > 2000  # the tables and figures are laid out, not one collapsed line
         browser.set_window_size(1400, min(height, 16000))

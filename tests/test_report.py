@@ -193,7 +193,7 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
     assert f"WARNING a warning {EVIL}" in text
     # Figures captioned with sentences, not file names.
     assert "The chosen mixture's weight for each super-cluster beside the prior p" in text
-    assert "an interval that crosses zero is not a significant difference." in text
+    assert "where an interval crosses zero, the seeds do not tell the two methods apart." in text
     assert "1 climb 3.2100 +- 0.0141 -3.2100 +- 0.0141 +0.2000 vs uniform * [+0.2000, +0.2000]" in text  # best first
     assert text.index("climb 3.2100") < text.index("uniform 3.4100")
     # Each scale says who is first and whether the lead is significant, plainly.
