@@ -307,8 +307,10 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     assert re.search(r"token pools \w+: \d+ super-clusters, [\d,]+ training tokens of the proxies' BPE tokenizer", stdout)
     budget = manifest["token_budget"] // 2
     # A share limit every document is above: the largest one is named in the manifest and on stdout.
+    # The same search at another budget: export.token_budget is part of a search's id (its bounds
+    # are taken at that budget), so the search is named.
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
-                            "export.max_doc_share": "0.0001"})
+                            "export.max_doc_share": "0.0001", "export.search_id": manifest["search_id"]})
     assert done.returncode == 0, done.stderr[-3000:]
     export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", done.stdout, re.M).groups()
     manifest = json.loads((Path(path) / "manifest.json").read_text())
@@ -578,6 +580,8 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
     """`mlflow server` on the run's tracking store, read in headless Chromium as a person would:
     the search's parent run, its proxy child runs under it, and its figures rendered; then the run
     report page with its figures."""
+    from urllib.parse import quote
+
     from mlflow.tracking import MlflowClient
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -610,8 +614,12 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
         page = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
         base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
         wait_for_http(f"http://127.0.0.1:{port}/health", server)
-        browser.get(f"{base}/runs")
-        WebDriverWait(browser, 60).until(lambda b: "search-climb" in page())
+        # Filtered to this search (the UI loads the newest 100 runs, and the tests' later searches,
+        # compares and exports pushed this one past them).
+        search = quote(f"tags.`climb.search_id` = '{parent.data.tags['climb.search_id']}'")
+        browser.get(f"{base}/runs?searchFilter={search}")
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(
+            By.CSS_SELECTOR, f"[role='row'][row-id='{parent.info.run_id}']"))
         row = browser.find_element(By.CSS_SELECTOR, f"[role='row'][row-id='{parent.info.run_id}']")
         row.find_element(By.CSS_SELECTOR, "[col-id='attributes.`Run Name`'] button").click()  # expand
         WebDriverWait(browser, 60).until(lambda b: all(c.info.run_name in page() for c in children))
