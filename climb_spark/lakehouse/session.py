@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def spark_conf(cfg: Config, write_class_archive: bool = False, tmp_dir: Path | N
                  *class_archive.java_options(cfg.spark.class_archive, write_class_archive)]
     if tmp_dir is not None:
         java_opts.append(f"-Djava.io.tmpdir={tmp_dir}")
+        # Spark's shuffle and spill scratch (which follows java.io.tmpdir) stays in the system's
+        # temporary folder: it is removed as the JVM exits, and on the lakehouse's disk a full
+        # disk hung the job's tasks instead of failing the table's write with "disk full".
+        conf["spark.local.dir"] = tempfile.gettempdir()
     if cfg.spark.jars_dir:
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
