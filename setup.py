@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # pyspark, delta-spark and the Delta jar (conf/jars/pom.xml) must move together; the rest are ranges.
 SPARK = ["pyspark==4.2.0", "delta-spark==4.4.0"]
@@ -12,7 +12,9 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["climb_spark", "climb_spark.*"]),
+    # Namespace discovery lists climb_spark.resources (data files, no __init__.py) as a package:
+    # plain discovery left it out and setuptools printed ~40 lines of warnings on every install.
+    packages=find_namespace_packages(include=["climb_spark", "climb_spark.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"climb_spark": ["resources/*"]},
     install_requires=[

@@ -13,7 +13,8 @@ from climb_spark.lakehouse import object_store
 DEFAULT_PROFILE = "conf/local.yaml"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(shown: Config | None = None) -> argparse.ArgumentParser:
+    """`shown`: the config a stage's --help lists the settings of (the code's defaults if None)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", action="append", metavar="PROFILE",
                         help=f"YAML profile; repeat to overlay (default {DEFAULT_PROFILE})")
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     from climb_spark.pipeline import STAGES, stage_help
 
     for name, spec in STAGES.items():
-        stage = sub.add_parser(name, parents=[common], help=spec.about, description=stage_help(spec),
+        stage = sub.add_parser(name, parents=[common], help=spec.about, description=stage_help(spec, shown),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "search":
             from climb_spark.config import METHODS
@@ -58,9 +59,28 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
                      help="table (default), csv with a header, or one JSON object per line")
     sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    sql.add_argument("--write", action="store_true",
+                     help="allow a statement that changes tables or the catalog (INSERT, DELETE, UPDATE, MERGE, DDL, "
+                          "OPTIMIZE, ...); without it, sql only reads")
     show = sub.add_parser("config", parents=[common], help="print the resolved config: profiles, then --set")
     show.add_argument("--show", action="store_true", help="print it as YAML (the default and only action)")
     return parser
+
+
+def _help_config(argv: list[str]) -> Config | None:
+    """For `STAGE --help --conf PROFILE --set ...`: the config the run would use, so the help lists
+    the values that would apply; None (the code's defaults) when it does not load."""
+    if not {"-h", "--help"} & set(argv):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--conf", action="append")
+    pre.add_argument("--set", action="append", default=[])
+    pre.add_argument("--method")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        return load(known.conf or [DEFAULT_PROFILE], known.set + ([f"search.method={known.method}"] if known.method else []))
+    except ClimbError:
+        return None
 
 
 def _version() -> str:
@@ -78,7 +98,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(_help_config(sys.argv[1:] if argv is None else list(argv))).parse_args(argv)
     cfg = None
     try:
         overrides = args.set + ([f"search.method={args.method}"] if getattr(args, "method", None) else [])
@@ -153,12 +173,12 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     from climb_spark.lakehouse.session import build_session, spark_conf
 
     spark_conf(cfg)  # surfaces missing jars as a config error before a JVM starts
-    spark = build_session(cfg)
+    spark = build_session(cfg, read_only=args.command == "report" or (args.command == "sql" and not args.write))
     try:
         if args.command == "sql":
             from climb_spark import sql
 
-            sql.run(spark, args.statement, args.format, args.limit, sys.stdout)
+            sql.run(spark, args.statement, args.format, args.limit, sys.stdout, write=args.write)
             return 0
         if args.command == "maintain":
             from climb_spark.lakehouse import maintain

@@ -38,15 +38,23 @@ def writer_of(data: Data) -> Stage | None:
 
 def missing_inputs(stages: Sequence[Stage], exists: Callable[[Data], bool], cfg: Config | None = None) -> list[str]:
     """For each input no earlier stage of this run writes and `exists` does not find, what to run."""
-    problems, written = [], set()
+    return [_todo(stage, data, cfg) for stage, data in _missing(stages, exists)]
+
+
+def _missing(stages: Sequence[Stage], exists: Callable[[Data], bool]) -> list[tuple[Stage, Data]]:
+    found, written = [], set()
     for stage in stages:
         for data in stage.reads:
             if data.name not in written and not exists(data):
-                source = writer_of(data)
-                todo = f"run `climb-spark {source.name}` first" if source else "nothing in the pipeline writes it"
-                problems.append(f"{stage.name} reads {_where(data, cfg)}, which does not exist yet: {todo}")
+                found.append((stage, data))
         written |= {d.name for d in stage.writes}
-    return problems
+    return found
+
+
+def _todo(stage: Stage, data: Data, cfg: Config | None) -> str:
+    source = writer_of(data)
+    todo = f"run `climb-spark {source.name}` first" if source else "nothing in the pipeline writes it"
+    return f"{stage.name} reads {_where(data, cfg)}, which does not exist yet: {todo}"
 
 
 def check(cfg: Config, stages: Sequence[Stage]) -> None:
@@ -64,19 +72,27 @@ def check(cfg: Config, stages: Sequence[Stage]) -> None:
         known = lake.exists_on_disk(cfg.spark, data)
         return True if known is None else known
 
-    _require(missing_inputs(stages, exists, cfg))
+    _require(_missing(stages, exists), cfg)
 
 
 def check_tables(spark: SparkSession, cfg: Config, stages: Sequence[Stage]) -> None:
     """The tables the stages read exist (or an earlier stage of this run writes them)."""
     lake = Lakehouse(cfg.lakehouse)
-    _require(missing_inputs(stages, lambda d: not isinstance(d, TableSpec)
-                            or lake.exists(spark, d)))
+    _require(_missing(stages, lambda d: not isinstance(d, TableSpec) or lake.exists(spark, d)), cfg)
 
 
-def _require(problems: list[str]) -> None:
-    if problems:
-        raise PreconditionError("; ".join(problems))
+def _require(missing: list[tuple[Stage, Data]], cfg: Config) -> None:
+    """One line: what is missing, and the one stage to run first (the earliest that writes any of it)."""
+    if len(missing) == 1:
+        raise PreconditionError(_todo(*missing[0], cfg))
+    if missing:
+        writers = [w for w in (writer_of(d) for _, d in missing) if w is not None]
+        first = min(writers, key=PIPELINE.index) if writers else None
+        names = list(dict.fromkeys(_where(d, cfg) for _, d in missing))
+        todo = (f"run `climb-spark {first.name}` and the stages after it first" if first
+                else "nothing in the pipeline writes them")
+        raise PreconditionError(f"{missing[-1][0].name} reads {', '.join(names[:-1])} and {names[-1]}, which do not "
+                                f"exist yet: {todo}")
 
 
 def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], None]) -> None:
@@ -85,17 +101,24 @@ def prepare_inputs(cfg: Config, stages: Sequence[Stage], log: Callable[[str], No
         log(corpus.build(cfg.corpus, cfg.s3).summary())
 
 
-def stage_help(stage: Stage) -> str:
-    """`climb-spark NAME --help`: what the stage does, reads and writes, and its settings with
-    their defaults."""
+def stage_help(stage: Stage, cfg: Config | None = None) -> str:
+    """`climb-spark NAME --help`: what the stage does, reads and writes, and its settings: as `cfg`
+    (the profiles and --set given with --help) resolves them, with the code's default where it
+    differs; the defaults alone without a config."""
     import dataclasses
 
     defaults = Config()
     lines = [stage.about, "", f"reads:  {', '.join(d.name for d in stage.reads) or '-'}",
-             f"writes: {', '.join(d.name for d in stage.writes)}", "", "settings (default):"]
+             f"writes: {', '.join(d.name for d in stage.writes)}", ""]
+    lines.append("settings (default):" if cfg is None else
+                 "settings as the given profiles resolve them (the default where it differs):")
     for section in stage.settings:
+        given = dataclasses.asdict(getattr(cfg or defaults, section))
         for key, value in dataclasses.asdict(getattr(defaults, section)).items():
-            lines.append(f"  {section}.{key} ({value})")
+            if cfg is None:
+                lines.append(f"  {section}.{key} ({value})")
+            else:
+                lines.append(f"  {section}.{key} = {given[key]}" + (f"  (default {value})" if given[key] != value else ""))
     return "\n".join(lines)
 
 

@@ -24,12 +24,13 @@ from climb_spark.config import METHODS, Config
 from climb_spark.curated import super_cluster_name
 from climb_spark.lakehouse import files
 from climb_spark.lakehouse.tables import (CLUSTER_STATS, COMPARISONS, DOCUMENTS, DUPLICATES, MIXTURES, REJECTS,
-                                          SUPER_CLUSTERS, Lakehouse, TableSpec)
+                                          SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse, TableSpec)
 from climb_spark.rubric import CRITERIA
 
 # Section ids and headings, in page order.
-SECTIONS = {"ingest": "Ingest", "clusters": "Clusters", "super-clusters": "Super-clusters",
-            "mixture": "Mixture", "comparison": "Comparison", "predictor": "Predictor", "mlflow": "MLflow runs"}
+SECTIONS = {"ingest": "Ingest", "clusters": "Clusters", "super-clusters": "Super-clusters", "target": "Target",
+            "mixture": "Mixture", "comparison": "Comparison", "export": "Export", "predictor": "Predictor",
+            "mlflow": "MLflow runs"}
 
 # What each predictor diagnostic the search logs measures; none of them is in-sample.
 DIAGNOSTICS = {
@@ -44,7 +45,16 @@ DIAGNOSTICS = {
     "predictor_can_rank": ("trusted", "1 when the held-out Spearman reaches search.min_cv_spearman and the "
                            "predictions differ; otherwise the search says so"),
 }
-FIGURES = ("predicted_vs_actual", "score_by_iteration", "weights_by_iteration")
+# The search's figures in MLflow, each with the sentence that says how to read it.
+FIGURES = {
+    "predicted_vs_actual": "Each trained mixture's predicted score against its proxy score. For climb the predictions "
+                           "are out-of-fold (each pair predicted by models that did not see it); for the recipe's "
+                           "LightGBM they are in-sample, which flatters it. Points near the diagonal are predicted well.",
+    "score_by_iteration": "Every proxy's score by search iteration (higher is better), with each iteration's best: "
+                          "a search that learns reaches higher in later iterations.",
+    "weights_by_iteration": "The weight each mixture trained in the search gave each super-cluster, by iteration, "
+                            "with the prior p and the final mixture.",
+}
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2329;margin:0;background:#f6f7f9}
@@ -61,7 +71,7 @@ p.missing{color:#8a5a00;background:#fff8e1;border-left:4px solid #f0b400;padding
 p.warn{color:#8b1a1a;background:#fdecec;border-left:4px solid #d33;padding:6px 10px}
 img{max-width:100%;border:1px solid #e3e6ea;margin:6px 0}code{background:#f0f2f4;padding:1px 4px;border-radius:3px}
 .figs{display:flex;flex-wrap:wrap;gap:12px}.figs figure{margin:0;flex:1 1 540px}
-figcaption{font-size:12px;color:#5b6570}
+figure{margin:8px 0}figcaption{font-size:12px;color:#5b6570;max-width:900px}
 """
 
 
@@ -108,8 +118,10 @@ def render(spark: SparkSession, cfg: Config) -> Page:
         "ingest": _ingest(r),
         "clusters": _clusters(r, cfg),
         "super-clusters": _super_section(r, supers),
-        "mixture": _mixture_section(r, supers, mixtures),
+        "target": _target_section(r, mixtures, mlflow),
+        "mixture": _mixture_section(r, supers, mixtures, mlflow),
         "comparison": _comparison_section(r, comparison),
+        "export": _export_section(cfg, supers, mixtures),
         "predictor": _predictor_section(mixtures, mlflow),
         "mlflow": _mlflow_section(cfg, mixtures, comparison, mlflow),
     }
@@ -189,6 +201,10 @@ def _png(fig, alt: str) -> str:
     return _img(buf.getvalue(), alt)
 
 
+def _figure(img: str, caption: str) -> str:
+    return f"<figure>{img}<figcaption>{e(caption)}</figcaption></figure>"
+
+
 def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
@@ -246,9 +262,10 @@ def _clusters(r: _Reader, cfg: Config) -> tuple[bool, str]:
     snippets = _snippets(r, [s["exemplars"][0] for s in shown if s["exemplars"]])
     out = [f"<p><b>{len(rows):,}</b> clusters: <b>{len(kept):,}</b> kept ({sum(s['n_docs'] for s in kept):,} of "
            f"{sum(s['n_docs'] for s in rows):,} documents, {sum(s['n_tokens'] for s in kept):,} of "
-           f"{sum(s['n_tokens'] for s in rows):,} tokens), <b>{len(rows) - len(kept):,}</b> pruned. Scores are the "
-           "cluster means of the 0-5 rubric; the decision column gives the rule that kept or pruned it. Largest "
-           "clusters first.</p>"]
+           f"{sum(s['n_tokens'] for s in rows):,} tokens), <b>{len(rows) - len(kept):,}</b> pruned. Tokens here, in the "
+           "super-clusters and in the export are words and punctuation (the proxies' token pools count the same "
+           "documents in their BPE tokenizer's tokens, more of them). Scores are the cluster means of the 0-5 rubric; "
+           "the decision column gives the rule that kept or pruned it. Largest clusters first.</p>"]
     header = (["cluster", "docs", "tokens"] + [e(SHORT[c]) for c in CRITERIA]
               + ["mean", "tier", "decision (rule)", "super-cluster", "top terms", "exemplar (nearest the centroid)"])
     body, classes = [], []
@@ -349,7 +366,15 @@ def _mixtures(r: _Reader, cfg: Config, supers: list[dict] | None) -> _Mixtures |
     return _Mixtures(chosen, others, how)
 
 
-def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures | None) -> tuple[bool, str]:
+def _warnings(mlflow: "_Mlflow", run_id: str | None) -> list[str]:
+    """A search's warnings, as its MLflow run's `climb.warnings` tag holds them."""
+    run = mlflow.run(run_id)
+    tag = run.data.tags.get("climb.warnings", "none") if run is not None else "none"
+    return [] if tag == "none" else tag.split(" | ")
+
+
+def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures | None,
+                     mlflow: "_Mlflow") -> tuple[bool, str]:
     if supers is None:
         return False, r.missing(SUPER_CLUSTERS)
     if mixtures is None:
@@ -365,13 +390,26 @@ def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures 
            "mixtures on the same super-clusters.</p>"]
     if chosen.get("explanation"):
         out.append(f"<p>Why this mixture: {e(chosen['explanation'])}.</p>")
+    warned = {m["search_id"]: _warnings(mlflow, m.get("mlflow_run_id")) for m in every}
+
+    def predicted(m: dict) -> str:
+        cannot = any("cannot rank" in w for w in warned[m["search_id"]])
+        return _num(m["predicted_score"], 4) + (" (the predictor cannot rank: near a random pick)"
+                                                if cannot and m["predicted_score"] is not None else "")
+
     out.append(_table(["method", "search id", "proxies trained", "predicted score", "its observed score",
                        "best observed score", "why", "created"],
                       [[e(m["method"]) + (" (chosen)" if m is chosen else ""), f"<code>{e(m['search_id'])}</code>",
-                        _num(m["n_proxies"]), _num(m["predicted_score"], 4), _num(m.get("observed_score"), 4),
+                        _num(m["n_proxies"]), predicted(m), _num(m.get("observed_score"), 4),
                         _num(m["best_observed_score"], 4), e(m.get("explanation") or ""),
                         e(str(m["created_at"])[:19])] for m in every],
                       ["chosen"] + [""] * len(others), numeric={2, 3, 4, 5}))
+    said = [(m["method"], w) for m in every for w in warned[m["search_id"]]]
+    if said:
+        out.append("<p>The searches' warnings (also on their MLflow runs, tag <code>climb.warnings</code>):</p>"
+                   + "".join(f'<p class="warn">{e(method)}: WARNING {e(w)}</p>' for method, w in said))
+    elif mlflow.client is not None:
+        out.append("<p>No search warned (no predictor that could not rank, no target overlap).</p>")
     header = ["super-cluster (top terms)", "prior p"] + [e(m["method"]) + (" (chosen)" if m is chosen else "")
                                                          for m in every]
     body = [[e(s["name"]), _num(prior[i], 3)] + [_num(m["weights"][i], 3) for m in every]
@@ -381,7 +419,109 @@ def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures 
 
     fig = plots.mixture_vs_prior([s["name"] for s in supers], prior,
                                  {f"{m['method']}{' (chosen)' if m is chosen else ''}": m["weights"] for m in every})
-    out.append(_png(fig, "chosen mixture against the prior and the baselines"))
+    out.append(_figure(_png(fig, "chosen mixture against the prior and the baselines"),
+                       "The chosen mixture's weight for each super-cluster beside the prior p (its share of the kept "
+                       "tokens) and the baselines' final mixtures."))
+    return True, "\n".join(out)
+
+
+# -- target ---------------------------------------------------------------------------------------
+
+def _target_section(r: _Reader, mixtures: _Mixtures | None, mlflow: "_Mlflow") -> tuple[bool, str]:
+    if mixtures is None or mixtures.chosen is None:
+        return False, '<p class="missing">Not there yet: no search has a final mixture (see Mixture).</p>'
+    import json
+
+    chosen = mixtures.chosen
+    target = json.loads(chosen["config"] or "{}").get("target", {})
+    kind = target.get("kind", "holdout")
+    if kind == "holdout":
+        where = [f"source <code>{e(target['source'])}</code>" if target.get("source") else "",
+                 f"super-cluster {e(target['super_cluster'])}" if target.get("super_cluster") is not None else ""]
+        where = " and ".join(w for w in where if w)
+        what = (f"a fixed {float(target.get('holdout_fraction', 0.1)):.0%} hash slice of the kept documents"
+                + (f" of {where}" if where else "") + ", held out of every training pool and of the export")
+        scored = "the negative mean loss per target token (higher is better)"
+    elif kind == "file":
+        what = (f"the texts of <code>{e(target.get('path'))}</code>; those the corpus also holds are left out of "
+                "every training pool and of the export")
+        scored = "the negative mean loss per target token (higher is better)"
+    else:
+        what = (f"the multiple-choice items of <code>{e(target.get('path'))}</code>, each choice scored by "
+                "log-likelihood")
+        scored = "the accuracy over the items (higher is better)"
+    out = [f"<p>The search (<b>{e(chosen['method'])}</b>, as every method compared) scores a mixture by training a "
+           f"proxy on it and evaluating the proxy on the target: {what}. The score is {scored}.</p>"]
+    pools = r.table(TOKEN_POOLS)
+    row = (pools.where((F.col("pool_id") == chosen["pool_id"]) & (F.col("split") == "target")).first()
+           if pools is not None else None)
+    if row is not None:
+        out.append(f"<p>The target holds <b>{row['n_docs']:,}</b> documents, {row['n_tokens']:,} tokens of the "
+                   f"proxies' tokenizer; each proxy is evaluated on the first "
+                   f"{min(int(target.get('max_tokens', row['n_tokens'])), row['n_tokens']):,} of them "
+                   f"(<code>target.max_tokens</code>; token pool <code>{e(chosen['pool_id'])}</code>).</p>")
+    run = mlflow.run(chosen.get("mlflow_run_id"))
+    overlap = run.data.tags.get("climb.target_overlap") if run is not None else None
+    if overlap:
+        out.append(f"<p>In the corpus: {e(overlap)}.</p>")
+    return True, "\n".join(out)
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def _manifests(cfg: Config) -> list[dict]:
+    """Every export's manifest under export.output, newest first."""
+    import json
+
+    from pyarrow import fs
+
+    filesystem, root = files.filesystem(cfg.export.output, cfg.s3)
+    found = []
+    for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
+        where = f"{info.path}/manifest.json"
+        if info.type != fs.FileType.Directory or filesystem.get_file_info(where).type != fs.FileType.File:
+            continue
+        with filesystem.open_input_stream(where) as f:
+            try:
+                found.append(json.loads(f.read().decode("utf-8")))
+            except ValueError:
+                continue
+    return sorted(found, key=lambda m: str(m.get("created_at", "")), reverse=True)
+
+
+def _export_section(cfg: Config, supers: list[dict] | None, mixtures: _Mixtures | None) -> tuple[bool, str]:
+    manifests = _manifests(cfg)
+    if not manifests:
+        return False, ('<p class="missing">Not there yet: no export under <code>'
+                       f'{e(cfg.export.output)}</code>; <code>climb-spark export</code> writes one.</p>')
+    chosen = mixtures.chosen if mixtures else None
+    mine = [m for m in manifests if chosen is not None and m.get("search_id") == chosen["search_id"]]
+    m = (mine or manifests)[0]
+    names = {s["super_cluster_id"]: s["name"] for s in supers or []}
+    out = [f"<p>Export <code>{e(m['export_id'])}</code> of the <b>{e(m['method'])}</b> mixture (search <code>"
+           f"{e(m['search_id'])}</code>){'' if mine or chosen is None else ', not the chosen search: the latest export'}"
+           f": <b>{m['total_docs']:,}</b> documents, <b>{m['total_tokens']:,}</b> tokens in {len(m.get('files', []))} "
+           f"{e(m['format'])} shards at <code>{e(m['data'])}</code> and the rows <code>export_id = "
+           f"'{e(m['export_id'])}'</code> of <code>training_mix</code>, written {e(str(m['created_at'])[:19])}.</p>"]
+    if "kept_tokens" in m:
+        out.append(f"<p>Tokens are words and punctuation: the kept clusters hold {m['kept_tokens']:,}, of which "
+                   f"{m['held_out_tokens']:,} are the search's target and never exported, so "
+                   f"{m['available_tokens']:,} can be drawn. The budget is {m['token_budget']:,} "
+                   f"({e(m['budget_from'])}): super-cluster i gets weight_i x budget tokens, each document taken "
+                   "once with the probability that gives, and repeated only where a super-cluster has fewer tokens "
+                   "than its share (passes above 1).</p>")
+    body, classes = [], []
+    for c in m["super_clusters"]:
+        passes = c["passes"]
+        body.append([e(names.get(c["super_cluster_id"], c["super_cluster_id"])), _num(c["weight"], 3),
+                     _num(c["target_tokens"]), _num(c["available_tokens"]), _num(c["tokens"]), _num(c["docs"]),
+                     _num(c["share"], 3),
+                     f"<b>x{passes:.2f}: repeated, the cluster ran out</b>" if passes > 1 else f"x{passes:.2f}"])
+        classes.append("chosen" if passes > 1 else "")
+    out.append(_table(["super-cluster (top terms)", "weight", "tokens wanted", "tokens available", "tokens exported",
+                       "documents", "share exported", "passes over its tokens"], body, classes,
+                      numeric={1, 2, 3, 4, 5, 6}))
+    out += [f'<p class="warn">WARNING {e(w)}</p>' for w in m.get("warnings", [])]
     return True, "\n".join(out)
 
 
@@ -435,8 +575,11 @@ def _comparison_section(r: _Reader, rows: list[dict] | None) -> tuple[bool, str]
                             "-" if row.get("margin_low") is None else f"[{row['margin_low']:+.4f}, {row['margin_high']:+.4f}]",
                             e(", ".join(f"{s:.4f}" for s in row["scores"])), f"<code>{e(row['search_id'])}</code>"]
                            for row in mine], numeric={0, 2, 3, 4}))
-    out.append(_png(plots.comparison(rows), "each method's score against the best method's, per scale, with paired "
-                                            "intervals; the axis is the difference, so zero is on it"))
+    out.append(_figure(_png(plots.comparison(rows), "each method's score against the best method's, per scale"),
+                       "Each method's mean seed-by-seed score difference to the best method, per scale, with its "
+                       "paired interval (the best method's bar is its lead over the runner-up). The axis is the "
+                       "difference, so zero is on it: where an interval crosses zero, the seeds do not tell the two "
+                       "methods apart."))
     return True, "\n".join(out)
 
 
@@ -509,10 +652,8 @@ def _predictor_section(mixtures: _Mixtures | None, mlflow: _Mlflow) -> tuple[boo
                           numeric=set(range(len(keys) + 2))))
     figures = _run_figures(client, run.info.run_id)
     if figures:
-        out.append('<p>The search\'s figures (the predicted-vs-actual title says whether its points are held-out '
-                   'or in-sample):</p><div class="figs">' + "".join(
-                       f"<figure>{_img(data, fig)}<figcaption>{e(fig)}</figcaption></figure>"
-                       for fig, data in figures) + "</div>")
+        out.append("<p>The search's figures, from its MLflow run:</p>" + '<div class="figs">' + "".join(
+            _figure(_img(data, FIGURES[fig]), FIGURES[fig]) for fig, data in figures) + "</div>")
     return True, "\n".join(out)
 
 

@@ -157,21 +157,25 @@ def _git_commit() -> str | None:
 
 def dataset_inputs(tables: dict[str, int], context: str) -> list:
     """MLflow dataset inputs for Delta tables read at these versions (name -> version)."""
+    return [delta_dataset(quoted, version, context) for quoted, version in tables.items()]
+
+
+def delta_dataset(quoted: str, version: int, context: str, part: str = ""):
+    """One Delta table at a version as an MLflow dataset entry; `part` names the rows of it meant
+    (an export's, in `training_mix`)."""
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
-    out = []
-    for quoted, version in tables.items():
-        name = quoted.replace("`", "")  # as SQL users write it: catalog.schema.table
-        source = DeltaDatasetSource(delta_table_name=name, delta_table_version=version)
-        # MLflow keeps one dataset per (name, digest) in an experiment and hands the first one
-        # logged to every later run: the digest names the table, not only its version, or two
-        # lakehouses' `documents` at the same version would share one source.
-        digest = f"v{version}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-        out.append(DatasetInput(MetaDataset(source, name=name.rsplit(".", 1)[-1], digest=digest)
-                                ._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    return out
+    name = quoted.replace("`", "")  # as SQL users write it: catalog.schema.table
+    source = DeltaDatasetSource(delta_table_name=name, delta_table_version=version)
+    # MLflow keeps one dataset per (name, digest) in an experiment and hands the first one
+    # logged to every later run: the digest names the table, not only its version, or two
+    # lakehouses' `documents` at the same version would share one source.
+    digest = f"v{version}-{hashlib.sha256((name + part).encode()).hexdigest()[:8]}"
+    short = name.rsplit(".", 1)[-1]
+    return DatasetInput(MetaDataset(source, name=f"{short}[{part}]" if part else short, digest=digest)
+                        ._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 
 class SearchRun:
@@ -203,7 +207,7 @@ class SearchRun:
         self.children = {r.data.tags["climb.proxy_key"]: r.info.run_id for r in children
                          if "climb.proxy_key" in r.data.tags}
 
-    def proxy_run(self, spec, key: str, result: dict) -> str:
+    def proxy_run(self, spec, key: str, result: dict, role: str = "search") -> str:
         from mlflow.entities import Metric, Param
 
         run_id = self.children.get(key)
@@ -211,9 +215,10 @@ class SearchRun:
             # Backdated by the training time, so the UI's duration column is the proxy's.
             started = int((time.time() - float(result["seconds"])) * 1000)
             run_id = self.client.create_run(
-                self.experiment_id, start_time=started, run_name=f"proxy-{spec.iteration}.{spec.index}",
+                self.experiment_id, start_time=started, run_name=proxy_run_name(spec, role),
                 tags=context_tags({"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
-                                   "climb.proxy_key": key, "climb.role": "proxy"})).info.run_id
+                                   "climb.proxy_key": key, "climb.role": "proxy",
+                                   "mlflow.note.content": _proxy_description(spec, role, result)})).info.run_id
             params = {"method": spec.method, "iteration": spec.iteration, "index": spec.index, "seed": spec.seed,
                       "tokens_trained": result.get("tokens_trained", 0)}
             params.update({f"w_{i:02d}": round(float(w), 6) for i, w in enumerate(spec.weights)})
@@ -228,13 +233,13 @@ class SearchRun:
         self.client.set_terminated(run_id)
         return run_id
 
-    def proxy_failed(self, spec, key: str, reason: str) -> str:
+    def proxy_failed(self, spec, key: str, reason: str, role: str = "search") -> str:
         """A proxy that gave no usable score: a FAILED child run with the reason, tagged so it is
         never taken for the proxy's result (a later run of the same proxy gets a run of its own)."""
         from mlflow.entities import Param
 
         run_id = self.client.create_run(
-            self.experiment_id, run_name=f"proxy-{spec.iteration}.{spec.index}-failed",
+            self.experiment_id, run_name=f"{proxy_run_name(spec, role)} FAILED",
             tags=context_tags({"mlflow.parentRunId": self.run_id, "climb.search_id": self.search_id,
                                "climb.failed_proxy_key": key, "climb.role": "proxy",
                                "climb.error": reason[:5000]})).info.run_id
@@ -281,17 +286,19 @@ class SearchRun:
     def log_dict(self, data: dict, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
 
-    def log_lightgbm(self, booster, weights, name: str = "predictor") -> None:
-        """The predictor with its signature: one weight column per super-cluster in, the
-        predicted score out (`weights`: mixtures it was fitted on, a few kept as the example)."""
+    def log_predictor(self, fit, weights, name: str) -> None:
+        """The whole predictor as one pyfunc model `name`, with its signature (`w_NN` columns in,
+        the predicted score out; `weights`: mixtures it was fitted on, a few kept as the example)."""
         import mlflow
-        import pandas as pd
-        from mlflow.models import infer_signature
 
-        x = pd.DataFrame(weights, columns=[f"w_{i:02d}" for i in range(len(weights[0]))]).astype("float64")
-        signature = infer_signature(x, booster.predict(x.to_numpy()))
+        from climb_spark.stages.search import pyfunc
+
         with mlflow.start_run(run_id=self.run_id):
-            mlflow.lightgbm.log_model(booster, name=name, signature=signature, input_example=x.head(3))
+            pyfunc.log(fit, weights, name)
+
+    def describe(self, text: str) -> None:
+        """The run's description in MLflow's UI (markdown)."""
+        self.set_tags({"mlflow.note.content": text})
 
     def finish(self) -> None:
         self.client.set_terminated(self.run_id)
@@ -300,6 +307,26 @@ class SearchRun:
         """The run stops as FAILED with the reason as a tag, so the UI never shows it running."""
         self.client.set_tag(self.run_id, "climb.error", reason[:5000])
         self.client.set_terminated(self.run_id, status="FAILED")
+
+
+def proxy_run_name(spec, role: str = "search") -> str:
+    """What the runs list shows of a proxy: its method, where it was in the search (or, for
+    compare's retrains, the scale and seed) and its mixture (super-cluster:weight above 0.5%)."""
+    shares = [f"{i}:{w:.2f}" for i, w in enumerate(spec.weights) if w >= 0.005]
+    mixture = " ".join(shares[:8]) + (f" +{len(shares) - 8}" if len(shares) > 8 else "")
+    if role.startswith("compare-"):
+        return f"{spec.method} {role.removeprefix('compare-')} seed {spec.seed} [{mixture}]"
+    return f"{spec.method} it{spec.iteration}.{spec.index} [{mixture}]"
+
+
+def _proxy_description(spec, role: str, result: dict) -> str:
+    where = (f"a retrain of the `{spec.method}` search's final mixture at the {role.removeprefix('compare-')} scale "
+             f"(compare `{spec.search_id}`), seed {spec.seed}" if role.startswith("compare-") else
+             f"proxy {spec.index} of iteration {spec.iteration} of the `{spec.method}` search `{spec.search_id}`, "
+             f"seed {spec.seed}")
+    weights = ", ".join(f"{i}: {w:.4f}" for i, w in enumerate(spec.weights))
+    return (f"Proxy model: {where}. Mixture (super-cluster: weight): {weights}. Score {float(result['score']):.4f} "
+            "(higher is better: the negative mean loss per target token, or accuracy).")
 
 
 def _params(params: dict[str, object]):

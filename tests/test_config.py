@@ -146,9 +146,8 @@ def test_cli_embed_without_quality_models_fails_before_spark(tmp_path):
                 "--set", f"lakehouse.root={tmp_path}/lake")
     assert done.returncode == 3  # a precondition, not a setting: the models are not trained yet
     assert done.stderr.strip() == (
-        "climb-spark: precondition: embed reads documents, which does not exist yet: run `climb-spark ingest` "
-        f"first; embed reads quality models in {tmp_path}/none, which does not exist yet: "
-        "run `climb-spark train-quality` first")
+        f"climb-spark: precondition: embed reads documents and quality models in {tmp_path}/none, which do not "
+        "exist yet: run `climb-spark ingest` and the stages after it first")
     assert not (tmp_path / "lake").exists()
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from climb_spark import pipeline as pipeline_
@@ -53,9 +54,9 @@ def test_cli_prints_the_stage_graph_and_refuses_a_stage_without_its_inputs(tmp_p
             "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
     done = climb("export", sets)
     assert done.returncode == 3, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "climb-spark: precondition: export reads super_clusters, which does not exist yet: "
-        "run `climb-spark prune` first")
+    assert done.stderr.strip().splitlines() == [
+        "climb-spark: precondition: export reads super_clusters, cluster_stats, centroids, doc_clusters, doc_features, "
+        "documents and mixtures, which do not exist yet: run `climb-spark ingest` and the stages after it first"]
     assert not (tmp_path / "lake").exists()  # the check ran before anything was created
 
 
@@ -113,7 +114,8 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert re.search(r"token pools \w+: \d+ super-clusters", stdout)
     assert re.search(r"search climb-\w+ iteration 3: proxy \d done, score -[\d.]+ in [\d.]+s \(\d/2, ETA", stdout)
     out = query(sets, """
-        rows = spark.sql("SELECT method, search_id, weights, prior, n_proxies, mlflow_run_id FROM climb.mixtures").collect()
+        rows = spark.sql("SELECT method, search_id, weights, prior, n_proxies, mlflow_run_id, predicted_score "
+                         "FROM climb.mixtures").collect()
         out["mixtures"] = {r.method: r.asDict() for r in rows}
         out["proxies"] = {r[0]: (r[1], r[2]) for r in spark.sql(
             "SELECT search_id, count(*), count(DISTINCT proxy_key) FROM climb.proxy_results GROUP BY 1").collect()}
@@ -197,7 +199,45 @@ def test_search_compare_and_export_are_in_tables_and_mlflow(pipeline):
     assert parent.data.tags["climb.final_reason"] == final["why"] and final["why"]
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     (predictor,) = [mm for mm in models if mm.source_run_id == parent.info.run_id]
-    assert predictor.name == "predictor"
+    # One pyfunc model per search, named by its method, that is the whole predictor: loaded back,
+    # it gives the predicted score the search reported for its final mixture (the LightGBM half
+    # alone was logged before: -6.481 where the report said -6.4015).
+    assert predictor.name == "predictor-climb"
+    by_run = {mm.source_run_id: mm for mm in models}
+    checked = 0
+    for method in ("climb", "climb-paper", "regmix"):
+        row = mixtures[method]
+        model = by_run[row["mlflow_run_id"]]
+        assert model.name == f"predictor-{method}"
+        if row["predicted_score"] is not None:
+            x = pd.DataFrame([row["weights"]], columns=[f"w_{i:02d}" for i in range(m)])
+            assert mlflow.pyfunc.load_model(model.model_uri).predict(x)[0] == pytest.approx(row["predicted_score"],
+                                                                                           rel=1e-9)
+            checked += 1
+    assert checked >= 2  # the recipe's methods always report a prediction
+    # params.`search.method` is the method each search ran (baselines logged the config's, climb).
+    for method, row in mixtures.items():
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.data.params["search.method"] == run.data.params["method"] == method
+        assert run.data.tags["mlflow.note.content"].startswith(f"`{method}` mixture search over")
+    found = client.search_runs([exp.experiment_id], "params.`search.method` = 'regmix' and tags.`climb.role` = 'search'")
+    assert [r.info.run_id for r in found] == [mixtures["regmix"]["mlflow_run_id"]]
+    # Child runs say what they trained; every run has a description.
+    assert all(re.fullmatch(r"climb it[123]\.\d \[(\d+:\d\.\d\d ?)+( \+\d+)?\]", c.info.run_name) for c in children), \
+        [c.info.run_name for c in children]
+    assert all(c.data.tags["mlflow.note.content"].startswith("Proxy model: proxy ") for c in children)
+    retrains = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{out['compare']['climb@proxy']['mlflow_run_id']}'")
+    assert any(re.match(r"regmix target seed 2 \[", r.info.run_name) for r in retrains)
+    for role in ("compare", "train-quality", "export"):
+        [run] = client.search_runs([exp.experiment_id], f"tags.`climb.role` = '{role}'", max_results=1)
+        assert len(run.data.tags["mlflow.note.content"]) > 80, role
+    # The export's run: its manifest, and the training_mix rows it wrote as a dataset (context output).
+    export_run = client.search_runs([exp.experiment_id], "tags.`climb.role` = 'export'", max_results=1)[0]
+    written = [d for d in export_run.inputs.dataset_inputs
+               if {t.key: t.value for t in d.tags} == {"mlflow.data.context": "output"}]
+    assert [d.dataset.name for d in written] == [f"training_mix[{export_run.data.tags['climb.export_id']}]"]
+    assert json.loads(written[0].dataset.source)["delta_table_name"] == "spark_catalog.climb.training_mix"
+    assert "manifest.json" in {a.path for a in client.list_artifacts(export_run.info.run_id)}
     # MLflow conventions: the predictor's signature (a weight per super-cluster in, a score out),
     # context tags on runs made through the client API, the Delta tables read with their versions.
     info = mlflow.models.get_model_info(predictor.model_uri)
@@ -254,10 +294,23 @@ def test_export_token_shares_match_the_weights_within_sampling_error(pipeline):
     assert all(re.fullmatch(r"document [0-9a-f]{32} is [0-9.]+% of the exported tokens \(above "
                             r"export.max_doc_share=0.05\); see ingest.max_doc_chars", w) for w in manifest["warnings"])
     assert sorted(manifest["warnings"]) == sorted(re.findall(r"^  +WARNING (document .*)$", stdout, re.M)), stdout[-3000:]
+    # For the next tool: an absolute data path, and a folder holding the shards alone (no Hadoop
+    # .crc checksums, no _SUCCESS), which the manifest lists.
+    data = Path(manifest["data"])
+    assert data.is_absolute() and sorted(f.name for f in data.iterdir()) == manifest["files"]
+    assert manifest["files"] and all(re.fullmatch(r"part-\d+-.+\.json\.gz", f) for f in manifest["files"])
+    # The token counts agree, in one unit: kept = the target's + what the export draws from, all of
+    # it the budget by default (the proxies' pools count the same documents in BPE tokens).
+    assert manifest["kept_tokens"] - manifest["held_out_tokens"] == manifest["available_tokens"] == \
+        manifest["token_budget"] > 0 and manifest["held_out_tokens"] > 0
+    assert f"tokens are words and punctuation: {manifest['kept_tokens']:,} in the kept clusters, " in stdout
+    assert re.search(r"token pools \w+: \d+ super-clusters, [\d,]+ training tokens of the proxies' BPE tokenizer", stdout)
     budget = manifest["token_budget"] // 2
     # A share limit every document is above: the largest one is named in the manifest and on stdout.
+    # The same search at another budget: export.token_budget is part of a search's id (its bounds
+    # are taken at that budget), so the search is named.
     done = climb("export", {**sets, "export.token_budget": str(budget), "export.format": "parquet",
-                            "export.max_doc_share": "0.0001"})
+                            "export.max_doc_share": "0.0001", "export.search_id": manifest["search_id"]})
     assert done.returncode == 0, done.stderr[-3000:]
     export_id, path = re.search(r"export (export-\w+) from search climb-\w+: .* -> (.+)$", done.stdout, re.M).groups()
     manifest = json.loads((Path(path) / "manifest.json").read_text())
@@ -527,6 +580,8 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
     """`mlflow server` on the run's tracking store, read in headless Chromium as a person would:
     the search's parent run, its proxy child runs under it, and its figures rendered; then the run
     report page with its figures."""
+    from urllib.parse import quote
+
     from mlflow.tracking import MlflowClient
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -559,8 +614,12 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
         page = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
         base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
         wait_for_http(f"http://127.0.0.1:{port}/health", server)
-        browser.get(f"{base}/runs")
-        WebDriverWait(browser, 60).until(lambda b: "search-climb" in page())
+        # Filtered to this search (the UI loads the newest 100 runs, and the tests' later searches,
+        # compares and exports pushed this one past them).
+        search = quote(f"tags.`climb.search_id` = '{parent.data.tags['climb.search_id']}'")
+        browser.get(f"{base}/runs?searchFilter={search}")
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(
+            By.CSS_SELECTOR, f"[role='row'][row-id='{parent.info.run_id}']"))
         row = browser.find_element(By.CSS_SELECTOR, f"[role='row'][row-id='{parent.info.run_id}']")
         row.find_element(By.CSS_SELECTOR, "[col-id='attributes.`Run Name`'] button").click()  # expand
         WebDriverWait(browser, 60).until(lambda b: all(c.info.run_name in page() for c in children))
@@ -585,6 +644,10 @@ def test_mlflow_ui_and_the_run_report_render_in_chromium(pipeline):
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(
             "return document.images.length >= 4 && [...document.images].every(i => i.complete && i.naturalWidth > 100)"))
         assert all(heading in page() for heading in report.SECTIONS.values())
+        # What a reviewer asks first, as the browser shows it: the target, the export with its units.
+        assert "scores a mixture by training a proxy on it and evaluating the proxy on the target: a fixed " in page()
+        assert re.search(r"Export export-\w+ of the climb mixture \(search climb-\w+\): [\d,]+ documents", page())
+        assert "Tokens are words and punctuation: the kept clusters hold " in page()
         height = browser.execute_script("return document.documentElement.scrollHeight")
         assert height > 2000  # the tables and figures are laid out, not one collapsed line
         browser.set_window_size(1400, min(height, 16000))

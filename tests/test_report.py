@@ -2,6 +2,7 @@
 leave them (with text that looks like HTML), a real MLflow store, and a schema with no tables."""
 import datetime as dt
 import html
+import json
 import re
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from climb_spark import report
 from climb_spark.ids import pool_id, search_id
 from climb_spark.lakehouse.tables import (CLUSTER_STATS, COMPARISONS, DOCUMENTS, DUPLICATES, MIXTURES, REJECTS,
-                                          SUPER_CLUSTERS, Lakehouse)
+                                          SUPER_CLUSTERS, TOKEN_POOLS, Lakehouse)
 from climb_spark.rubric import CRITERIA
 from climb_spark.stages.search import significance
 
@@ -75,11 +76,24 @@ def lakehouse(spark, cfg):
     client.set_terminated(run_id)
     compare_run = client.create_run(exp, run_name="compare").info.run_id
 
+    # A baseline whose predictor could not rank: its predicted score must not look like one.
+    regmix_run = client.create_run(exp, run_name="search-regmix", tags={"climb.warnings": (
+        "the predictor cannot rank mixtures (its cross-validated Spearman is 0.10 over 8 pairs, below the 0.3 it "
+        "needs): regmix keeps its recipe's choice (top-mean of the predictor) all the same; read it as close to a "
+        "random pick")}).info.run_id
+
     climb_id = search_id(cfg, pool_id(cfg, supers), "climb")
-    mixture = {"prior": [0.6, 0.4], "pool_id": "p", "cluster_run_id": "fit1", "config": "{}", "n_proxies": 8}
+    target = {"kind": "holdout", "source": "pydoc", "super_cluster": None, "holdout_fraction": 0.2, "max_tokens": 400}
+    mixture = {"prior": [0.6, 0.4], "pool_id": "p", "cluster_run_id": "fit1", "config": json.dumps({"target": target}),
+               "n_proxies": 8}
+    _write(spark, cfg, TOKEN_POOLS, [{"pool_id": "p", "split": "target", "super_cluster_id": -1, "n_docs": 3,
+                                      "n_tokens": 450, "token_share": None, "vocab_size": 320, "path": "x",
+                                      "created_at": NOW}])
     _write(spark, cfg, MIXTURES, [
         {**mixture, "search_id": climb_id, "method": "climb", "weights": [0.7, 0.3], "predicted_score": -3.21,
          "best_observed_score": -3.25, "mlflow_run_id": run_id, "created_at": NOW},
+        {**mixture, "search_id": "regmix-1", "method": "regmix", "weights": [0.8, 0.2], "predicted_score": -3.3,
+         "best_observed_score": -3.28, "mlflow_run_id": regmix_run, "created_at": NOW},
         # A later climb search with other settings: not the one this config exports.
         {**mixture, "search_id": "climb-other", "method": "climb", "weights": [0.1, 0.9], "predicted_score": None,
          "best_observed_score": None, "mlflow_run_id": None, "created_at": NOW + dt.timedelta(hours=1)},
@@ -111,9 +125,26 @@ def _text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", page, flags=re.S)))
 
 
-def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_data(spark, cfg, lakehouse):
+def _export(folder, search):
+    """An export's manifest as the export stage writes it: one super-cluster repeated to fill the budget."""
+    manifest = {"export_id": "export-abc", "search_id": search, "method": "climb", "token_budget": 200,
+                "format": "jsonl", "data": f"{folder}/export-abc/data-1", "files": ["part-0.json.gz", "part-1.json.gz"],
+                "total_docs": 9, "total_tokens": 205, "budget_from": "export.token_budget", "kept_tokens": 150,
+                "held_out_tokens": 30, "available_tokens": 120, "created_at": NOW.isoformat(),
+                "super_clusters": [{"super_cluster_id": 0, "weight": 0.7, "target_tokens": 140.0, "available_tokens": 80,
+                                    "passes": 1.75, "docs": 6, "tokens": 142, "share": 0.69},
+                                   {"super_cluster_id": 1, "weight": 0.3, "target_tokens": 60.0, "available_tokens": 40,
+                                    "passes": 1.5, "docs": 3, "tokens": 63, "share": 0.31}],
+                "warnings": [f"a warning {EVIL}"]}
+    (folder / "export-abc").mkdir(parents=True)
+    (folder / "export-abc" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_data(spark, cfg, lakehouse, tmp_path):
     run_id, climb_id = lakehouse
-    cfg = cfg.replace({"report.output": f"{cfg.lakehouse.root}/{cfg.lakehouse.schema}/report.html"})
+    cfg = cfg.replace({"report.output": f"{cfg.lakehouse.root}/{cfg.lakehouse.schema}/report.html",
+                       "export.output": str(tmp_path / "export")})
+    _export(tmp_path / "export", climb_id)
     logged = []
     page = report.write(spark, cfg, logged.append)
 
@@ -142,8 +173,27 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
     assert "0: python, module, import 0 3 90 0.600" in text and "1: clusters 1 1 2 60 0.400" in text
     # The chosen mixture is the search this config exports, not the latest climb search.
     assert f"Chosen: climb , search {climb_id} , the search export uses" in text
-    assert "climb-other" not in text and "random" not in text
-    assert "0: python, module, import 0.600 0.700 0.500" in text
+    assert "climb-other" not in text and "random" not in text.replace("a random pick", "")
+    assert "0: python, module, import 0.600 0.700 0.800 0.500" in text
+    # What the target is, in words and numbers.
+    assert ("scores a mixture by training a proxy on it and evaluating the proxy on the target: a fixed 20% hash "
+            "slice of the kept documents of source pydoc , held out of every training pool and of the export. The "
+            "score is the negative mean loss per target token (higher is better).") in text
+    assert "The target holds 3 documents, 450 tokens of the proxies' tokenizer; each proxy is evaluated on the first " \
+           "400 of them" in text
+    # Every search's warnings, and a prediction from a predictor that cannot rank said to be one.
+    assert "-3.3000 (the predictor cannot rank: near a random pick)" in text
+    assert "regmix: WARNING the predictor cannot rank mixtures (its cross-validated Spearman is 0.10" in text
+    # The export: the counts in one unit, the budget, and the repeats.
+    assert ("Export export-abc of the climb mixture (search " + climb_id + " ): 9 documents, 205 tokens in 2 jsonl "
+            "shards") in text
+    assert ("the kept clusters hold 150, of which 30 are the search's target and never exported, so 120 can be drawn. "
+            "The budget is 200 (export.token_budget)") in text
+    assert "0: python, module, import 0.700 140 80 142 6 0.690 x1.75: repeated, the cluster ran out" in text
+    assert f"WARNING a warning {EVIL}" in text
+    # Figures captioned with sentences, not file names.
+    assert "The chosen mixture's weight for each super-cluster beside the prior p" in text
+    assert "where an interval crosses zero, the seeds do not tell the two methods apart." in text
     assert "1 climb 3.2100 +- 0.0141 -3.2100 +- 0.0141 +0.2000 vs uniform * [+0.2000, +0.2000]" in text  # best first
     assert text.index("climb 3.2100") < text.index("uniform 3.4100")
     # Each scale says who is first and whether the lead is significant, plainly.

@@ -70,18 +70,17 @@ class MaintainReport(Counted):
     def summary(self) -> str:
         be = "would be " if self.dry_run else ""
         head = (f"maintain{' (dry run: nothing changed)' if self.dry_run else ''}: {len(self.tables)} tables, "
-                f"{sum(t.files_before for t in self.tables):,} -> "
-                f"{'?' if self.dry_run else format(sum(t.files_after for t in self.tables), ',')} data "
-                f"files, {_size(self.bytes_freed)} {be}freed (retain {self.retain_hours}h); "
+                f"{sum(t.files_before for t in self.tables):,} -> {sum(t.files_after for t in self.tables):,} data "
+                f"files{' after OPTIMIZE' if self.dry_run else ''}, {_size(self.bytes_freed)} {be}freed "
+                f"(retain {self.retain_hours}h); "
                 f"{'would remove' if self.dry_run else 'removed'} "
                 f"{len(self.pools_removed)} token pools ({self.pools_kept} kept), {len(self.exports_removed)} exports "
                 f"({self.exports_kept} kept)")
         width = max((len(t.name) for t in self.tables), default=0)
         lines = [head]
         for t in self.tables:
-            after = "?" if self.dry_run else f"{t.files_after:,}"
-            lines.append(f"  {t.name:<{width}}  files {t.files_before:,} -> {after}, {t.vacuumed_files:,} files "
-                         f"({_size(t.bytes_freed)}) {be}vacuumed")
+            lines.append(f"  {t.name:<{width}}  files {t.files_before:,} -> {t.files_after:,}, {t.vacuumed_files:,} "
+                         f"files ({_size(t.bytes_freed)}) {be}vacuumed")
         lines += [f"  token pool {p} {be}removed" for p in self.pools_removed]
         lines += [f"  export {e} {be}removed" for e in self.exports_removed]
         return "\n".join(lines)
@@ -121,9 +120,8 @@ def run(spark: SparkSession, cfg: Config, log=print, dry_run: bool = False) -> M
         for spec in [s for s in existing if not m.tables or s.name in m.tables]:
             started = time.monotonic()
             report.tables.append(_upkeep(spark, lake.name(spec), spec.name, m.retain_hours, dry_run, cfg.s3))
-            t = report.tables[-1]
-            log(f"maintain: {spec.name}: {t.files_before} -> {t.files_after if not dry_run else '?'} files, "
-                f"{t.vacuumed_files} {'would be ' if dry_run else ''}vacuumed ({time.monotonic() - started:.1f}s)")
+            if not dry_run:  # progress through a long compaction; the summary has the numbers
+                log(f"maintain: {spec.name} compacted and vacuumed ({time.monotonic() - started:.1f}s)")
     return report
 
 
@@ -138,7 +136,11 @@ def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_r
         doomed = [r[0] for r in spark.sql(f"VACUUM {name} RETAIN {int(retain_hours)} HOURS DRY RUN").collect()]
         sizes = _data_files(location, s3)
         paths = {files.filesystem(p, s3)[1] for p in doomed}
-        return TableUpkeep(short, before, before, _count(paths), sum(s for p, s in sizes.items() if p in paths))
+        live = [sizes.get(files.filesystem(p, s3)[1], 0) for p in spark.table(name).inputFiles()]
+        conf = "spark.databricks.delta.optimize.{}FileSize"
+        after = files_after_optimize(live, int(spark.conf.get(conf.format("min"), str(1 << 30))),
+                                     int(spark.conf.get(conf.format("max"), str(1 << 30))))
+        return TableUpkeep(short, before, after, _count(paths), sum(s for p, s in sizes.items() if p in paths))
     table = DeltaTable.forName(spark, name)
     table.optimize().executeCompaction()
     after = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
@@ -147,6 +149,22 @@ def _upkeep(spark: SparkSession, name: str, short: str, retain_hours: int, dry_r
     left = _data_files(location, s3)
     gone = [p for p in on_disk if p not in left]
     return TableUpkeep(short, before, after, _count(gone), sum(on_disk[p] for p in gone))
+
+
+def files_after_optimize(sizes: list[int], min_size: int, max_size: int) -> int:
+    """The data files an unpartitioned table has after Delta's OPTIMIZE, for a dry run: files
+    under `min_size` are packed, smallest first, into bins of at most `max_size` bytes; a bin of
+    two or more becomes one file, a bin of one is left as it is."""
+    small = sorted(s for s in sizes if s < min_size)
+    bins, current, total = [], 0, 0
+    for size in small:
+        if current and total + size > max_size:
+            bins.append(current)
+            current, total = 0, 0
+        current, total = current + 1, total + size
+    if current:
+        bins.append(current)
+    return len(sizes) - sum(n for n in bins if n > 1) + sum(1 for n in bins if n > 1)
 
 
 def _count(paths) -> int:

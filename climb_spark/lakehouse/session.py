@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from importlib import resources
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -12,7 +15,9 @@ from climb_spark.errors import BusyError, ConfigError
 from climb_spark.lakehouse import binding, class_archive, object_store, orphans
 from climb_spark.lakehouse.jars import list_jars
 
-LOG4J = Path(__file__).parent / "resources" / "log4j2.properties"
+# Found through the package, as every resource file is: a path built from this module's folder
+# named a file that moved with the stage packages, and every JVM fell back on Spark's WARN profile.
+LOG4J = Path(str(resources.files("climb_spark") / "resources" / "log4j2.properties"))
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -46,11 +51,18 @@ def _warehouse(cfg: Config) -> str:
     return f"{root.rstrip('/')}/warehouse"
 
 
-def spark_conf(cfg: Config, write_class_archive: bool = False) -> dict[str, str]:
-    """Every Spark setting a profile implies, in the order they apply (profile confs last)."""
+def spark_conf(cfg: Config, write_class_archive: bool = False, tmp_dir: Path | None = None) -> dict[str, str]:
+    """Every Spark setting a profile implies, in the order they apply (profile confs last);
+    `tmp_dir`: the driver JVM's temporary folder."""
     conf: dict[str, str] = {"spark.app.name": cfg.spark.app_name}
     java_opts = [f"-Dlog4j.configurationFile={LOG4J}",
                  *class_archive.java_options(cfg.spark.class_archive, write_class_archive)]
+    if tmp_dir is not None:
+        java_opts.append(f"-Djava.io.tmpdir={tmp_dir}")
+        # Spark's shuffle and spill scratch (which follows java.io.tmpdir) stays in the system's
+        # temporary folder: it is removed as the JVM exits, and on the lakehouse's disk a full
+        # disk hung the job's tasks instead of failing the table's write with "disk full".
+        conf["spark.local.dir"] = tempfile.gettempdir()
     if cfg.spark.jars_dir:
         conf["spark.jars"] = ",".join(list_jars(cfg.spark.jars_dir))
     if cfg.spark.configure_delta:
@@ -115,7 +127,12 @@ def hold_local_lakehouse(root: Path, wait_s: float = 10.0) -> bool:
     return True
 
 
-def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSession:
+def build_session(cfg: Config, write_class_archive: bool = False, read_only: bool = False) -> SparkSession:
+    """The job's session. `read_only` (`sql`, `report`): a local lakehouse that holds no table yet
+    is read through an in-memory catalog, so reading it creates no metastore."""
+    if read_only and cfg.spark.local_catalog and _empty(local_root(cfg)):
+        cfg = cfg.replace({"spark.local_catalog": False, "spark.conf.spark.sql.warehouse.dir":
+                           _warehouse(cfg)})
     builder = SparkSession.builder
     # Under spark-submit the JVM already runs with the submitter's master; the profile's
     # master is for plain `python`/`climb-spark` runs only.
@@ -125,7 +142,11 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
             # pyspark takes the workers' interpreter from this variable only; local workers must
             # run this interpreter (the venv), not whatever python3 is first on the PATH.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = spark_conf(cfg, write_class_archive)
+    # A plain run's driver keeps its temporary files (Hive's session folder, which it never
+    # removes, one per job in /tmp) under the local lakehouse, cleared as the next job opens it.
+    tmp_dir = (local_root(cfg) / "tmp" if cfg.spark.local_catalog and "PYSPARK_GATEWAY_PORT" not in os.environ
+               else None)
+    conf = spark_conf(cfg, write_class_archive, tmp_dir)
     # Spark's progress bars redraw a terminal line; in a log file they interleave with the
     # stages' lines.
     conf.setdefault("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
@@ -135,6 +156,9 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
     if cfg.spark.local_catalog:
         local_root(cfg).mkdir(parents=True, exist_ok=True)
         opened = hold_local_lakehouse(local_root(cfg))
+        if tmp_dir is not None and opened:
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # held: no other job's JVM uses it
+            tmp_dir.mkdir()
         # The catalog made to agree with the table folders, and the sweep of a failed write's
         # uncommitted files, cover a local warehouse; on an object store a maintain VACUUM removes
         # such files (docs/platforms.md).
@@ -147,6 +171,7 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    _quiet_pyspark_errors()
     if opened and warehouse is not None:
         try:
             _agree(spark, local_root(cfg), warehouse)
@@ -154,6 +179,23 @@ def build_session(cfg: Config, write_class_archive: bool = False) -> SparkSessio
             spark.stop()
             raise
     return spark
+
+
+def _empty(root: Path) -> bool:
+    """No catalog and no table folder: nothing a reader could find."""
+    return not (root / "metastore_db").exists() and not any((root / "warehouse").glob("*.db/*/_delta_log"))
+
+
+def _quiet_pyspark_errors() -> None:
+    """pyspark logs every SQL error it raises, as JSON with the whole Java stack, before the caller
+    sees the exception: a missing table cost `climb-spark sql` 8.5 KB of stderr before its one line.
+    The exception still carries the message, and an error nobody handles keeps its traceback."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _agree(spark: SparkSession, root: Path, warehouse: Path) -> None:

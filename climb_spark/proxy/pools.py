@@ -127,7 +127,8 @@ def _build(spark: SparkSession, cfg: Config, pid: str, root: str, supers: list[d
                         "path": f"{root}/tokens/split=target/super_cluster_id={TARGET}", "created_at": now})
     merge_insert_only(spark, table, spark.createDataFrame(records, TOKEN_POOLS.schema), TOKEN_POOLS.key)
     log(f"token pools {pid}: {len(supers)} super-clusters, "
-        f"{sum(r['n_tokens'] for r in records if r['split'] == 'train'):,} training tokens, "
+        f"{sum(r['n_tokens'] for r in records if r['split'] == 'train'):,} training tokens of the proxies' BPE "
+        f"tokenizer (vocab {tokenizer.get_vocab_size():,}; the tables and the export count words and punctuation), "
         f"target {_describe_target(cfg)}")
     return records
 

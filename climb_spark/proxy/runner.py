@@ -322,10 +322,11 @@ class ProxyRunner:
 
     def _record_failure(self, spec: ProxySpec, key: str, result: dict) -> None:
         if self.tracker:
-            self.tracker.proxy_failed(spec, key, f"{result['failed']}; last output: {result.get('output', '')}")
+            self.tracker.proxy_failed(spec, key, f"{result['failed']}; last output: {result.get('output', '')}",
+                                     self.role)
 
     def _record(self, spec: ProxySpec, key: str, result: dict) -> dict:
-        run_id = self.tracker.proxy_run(spec, key, result) if self.tracker else None
+        run_id = self.tracker.proxy_run(spec, key, result, self.role) if self.tracker else None
         row = {"search_id": spec.search_id, "proxy_key": key, "method": spec.method, "iteration": spec.iteration,
                "proxy_index": spec.index, "weights": [float(w) for w in spec.weights], "seed": spec.seed,
                "score": float(result["score"]), "target_loss": _finite(result.get("target_loss")),

@@ -82,10 +82,14 @@ def test_maintain_compacts_vacuums_and_removes_only_unreferenced_pools_and_expor
     rows = sorted(tuple(r) for r in spark.table(docs).collect())
     before = _state(spark, cfg, lake, tmp_path)
 
-    dry = maintain.run(spark, cfg, log=print, dry_run=True)
+    said = []
+    dry = maintain.run(spark, cfg, log=said.append, dry_run=True)
     assert _state(spark, cfg, lake, tmp_path) == before  # no commit, no file touched
     assert dry.pools_removed == [OLD_POOL] and dry.exports_removed == [OLD_EXPORT]
     assert "dry run: nothing changed" in dry.summary() and "would remove 1 token pools" in dry.summary()
+    # What OPTIMIZE would leave, not `5 -> ?`, and each table said once (it printed every line twice).
+    assert {t.name: (t.files_before, t.files_after) for t in dry.tables}["documents"] == (5, 1)
+    assert "?" not in dry.summary() and said == []
 
     done = maintain.run(spark, cfg, log=print)
     by_name = {t.name: t for t in done.tables}
@@ -104,6 +108,8 @@ def test_maintain_compacts_vacuums_and_removes_only_unreferenced_pools_and_expor
     assert [r[0] for r in spark.table(lake.name(TRAINING_MIX)).select("export_id").collect()] == [KEPT_EXPORT]
     summary = done.summary()
     assert summary.splitlines()[0].startswith("maintain: 1 tables, 5 -> 1 data files, ")
+    assert dry.summary().splitlines()[0].startswith("maintain (dry run: nothing changed): 1 tables, 5 -> 1 data files "
+                                                    "after OPTIMIZE, ")
     assert f"token pool {OLD_POOL} removed" in summary and f"export {OLD_EXPORT} removed" in summary
 
     # Within the retention window nothing is removed, whatever refers to it.
@@ -126,3 +132,13 @@ def test_cli_dry_run_on_an_empty_lakehouse(tmp_path):
     done = climb("maintain", {"lakehouse.root": str(tmp_path / "lake"), "spark.master": "local[1]"}, "--dry-run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "maintain (dry run: nothing changed): 0 tables" in done.stdout
+
+
+def test_a_dry_run_counts_the_files_optimize_leaves():
+    mb = 1 << 20
+    assert maintain.files_after_optimize([], 1024 * mb, 1024 * mb) == 0
+    assert maintain.files_after_optimize([mb], 1024 * mb, 1024 * mb) == 1  # one small file: left alone
+    assert maintain.files_after_optimize([mb] * 5, 1024 * mb, 1024 * mb) == 1
+    # Large files stay; small ones are packed smallest first into bins of at most max_size.
+    assert maintain.files_after_optimize([2000 * mb, 600 * mb, 500 * mb, 10 * mb, 10 * mb], 1024 * mb, 1024 * mb) == 3
+    assert maintain.files_after_optimize([600 * mb, 600 * mb], 1024 * mb, 1024 * mb) == 2

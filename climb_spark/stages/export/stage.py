@@ -13,13 +13,15 @@ import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from climb_spark.config import Config, S3Config, check_search
+from climb_spark import tracking
+from climb_spark.config import Config, S3Config, check_search, is_local_path
 from climb_spark.curated import (kept_documents, super_clusters, target_documents, target_filter, target_overlap,
                                   without_target_documents)
 from climb_spark.errors import PreconditionError
@@ -29,6 +31,7 @@ from climb_spark.lakehouse.delta import replace_where, table_version
 from climb_spark.lakehouse.tables import (CENTROIDS, CLUSTER_STATS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES,
                                           SUPER_CLUSTERS, TRAINING_MIX, Lakehouse, token_count)
 from climb_spark.stages.contract import Counted, Files, Stage
+from climb_spark.tracking import SearchRun
 
 HASH_SCALE = 1 << 30
 
@@ -43,7 +46,10 @@ class ExportReport(Counted):
     def summary(self) -> str:
         m = self.manifest
         lines = [f"export {self.export_id} from search {self.search_id}: {m['total_docs']:,} documents, "
-                 f"{m['total_tokens']:,} tokens (budget {m['token_budget']:,}) -> {self.path}"]
+                 f"{m['total_tokens']:,} tokens (budget {m['token_budget']:,}: {m['budget_from']}) -> {self.path}",
+                 f"  tokens are words and punctuation: {m['kept_tokens']:,} in the kept clusters, "
+                 f"{m['held_out_tokens']:,} of them the search's target (never exported), "
+                 f"{m['available_tokens']:,} to draw from"]
         for c in m["super_clusters"]:
             if c["weight"] > 0:
                 note = f"  repeated x{c['passes']:.2f}: the cluster ran out" if c["passes"] > 1 else ""
@@ -90,6 +96,7 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
                                 "super-clusters; it belongs to an earlier clustering")
     tokens = np.array([totals.get(sc, (0, 0))[1] for sc in super_ids], dtype=np.float64)
     budget = e.token_budget or int(tokens.sum())
+    kept_tokens = sum(int(s["n_tokens"]) for s in supers)
     whole, frac = copies_plan(weights, tokens, budget)
     key = [chosen["search_id"], weights.tolist(), budget, e.seed, pool]
     export_id = "export-" + content_id(key, 10)
@@ -111,7 +118,9 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
     got = {r["super_cluster_id"]: (r["docs"], r["tokens"]) for r in exported.groupBy("super_cluster_id")
            .agg(F.count("*").alias("docs"), F.sum("n_tokens").alias("tokens")).collect()}
     total_tokens = sum(t for _, t in got.values())
-    out = f"{e.output.rstrip('/')}/{export_id}"
+    # Absolute, so the manifest's paths resolve from any working directory.
+    output = str(Path(e.output.removeprefix("file://")).resolve()) if is_local_path(e.output) else e.output
+    out = f"{output.rstrip('/')}/{export_id}"
     # Each attempt writes its own folder and the manifest, replaced whole and last, names it: a
     # reader following the manifest sees the previous complete export or this one, never a mix.
     data = f"{out}/data-{uuid.uuid4().hex[:12]}"
@@ -119,13 +128,17 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
               .repartitionByRange(e.shards, "_order").sortWithinPartitions("_order").drop("_order", "export_id")
               .write.mode("overwrite"))
     (writer.option("compression", "gzip").json(data) if e.format == "jsonl" else writer.parquet(data))
+    shards = keep_shards_only(data, cfg.s3)
     largest = exported.orderBy(F.desc("n_tokens")).select("doc_id", "n_tokens").first()
 
     manifest = {
         "export_id": export_id, "search_id": chosen["search_id"], "method": chosen["method"],
         "pool_id": pool, "token_budget": budget, "seed": e.seed, "format": e.format, "shards": e.shards,
-        "data": data, "table": table, "total_docs": sum(d for d, _ in got.values()),
-        "total_tokens": int(total_tokens),
+        "data": data, "files": shards, "table": table, "total_docs": sum(d for d, _ in got.values()),
+        "total_tokens": int(total_tokens), "token_unit": "words and punctuation (the tables' n_tokens)",
+        "budget_from": "export.token_budget" if e.token_budget else "every kept token outside the target",
+        "kept_tokens": kept_tokens, "held_out_tokens": kept_tokens - int(tokens.sum()),
+        "available_tokens": int(tokens.sum()),
         "super_clusters": [{"super_cluster_id": int(sc), "weight": float(w), "target_tokens": float(w * budget),
                             "available_tokens": int(t), "passes": float(w * budget / t) if t else 0.0,
                             "docs": int(got.get(sc, (0, 0))[0]), "tokens": int(got.get(sc, (0, 0))[1]),
@@ -150,7 +163,52 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
             f"(above export.max_doc_share={e.max_doc_share:g}); see ingest.max_doc_chars")
     files.write_text(f"{out}/manifest.json", json.dumps(manifest, indent=2), cfg.s3)
     remove_other_attempts(out, data, cfg.s3)
+    _track(spark, cfg, lake, manifest, chosen)
     return ExportReport(export_id, chosen["search_id"], out, manifest)
+
+
+def keep_shards_only(data: str, s3: S3Config) -> list[str]:
+    """The shard files' names, once Hadoop's bookkeeping beside them (`_SUCCESS`, `.crc` checksums)
+    is removed: a reader that globs the folder gets the shards alone."""
+    from pyarrow import fs
+
+    filesystem, root = files.filesystem(data, s3)
+    shards = []
+    for info in filesystem.get_file_info(fs.FileSelector(root)):
+        if info.base_name.startswith(("_", ".")):
+            filesystem.delete_file(info.path)
+        else:
+            shards.append(info.base_name)
+    return sorted(shards)
+
+
+def _track(spark: SparkSession, cfg: Config, lake: Lakehouse, manifest: dict, chosen) -> None:
+    """The export's MLflow run: its settings, counts and manifest, the tables it read as inputs,
+    and the `training_mix` rows it wrote as a dataset with context `output` (MLflow 3 records
+    datasets as a run's inputs only; a training run that logs the same table and version links to
+    it)."""
+    export_id = manifest["export_id"]
+    tracker = SearchRun(cfg.mlflow, export_id, "export", {
+        **{f"export.{k}": v for k, v in dataclasses.asdict(cfg.export).items()},
+        "search_id": chosen["search_id"], "method": chosen["method"], "token_budget": manifest["token_budget"]},
+        role="export", inputs=lake.versions(spark, (DOCUMENTS, DOC_CLUSTERS, CLUSTER_STATS, SUPER_CLUSTERS, MIXTURES)))
+    [(written, version)] = lake.versions(spark, (TRAINING_MIX,)).items()
+    tracker.client.log_inputs(tracker.run_id, datasets=[tracking.delta_dataset(written, version, "output", export_id)])
+    tracker.log_metrics({"total_docs": manifest["total_docs"], "total_tokens": manifest["total_tokens"],
+                         "available_tokens": manifest["available_tokens"]}, 0)
+    tracker.log_dict(manifest, "manifest.json")
+    tracker.set_tags({"climb.export_id": export_id, "climb.search_run_id": chosen["mlflow_run_id"] or "-",
+                      "climb.warnings": " | ".join(manifest["warnings"]) or "none"})
+    repeated = [c for c in manifest["super_clusters"] if c["passes"] > 1]
+    tracker.describe(
+        f"The `{chosen['method']}` search's mixture (`{chosen['search_id']}`) exported as a training dataset: "
+        f"{manifest['total_docs']:,} documents, {manifest['total_tokens']:,} tokens (words and punctuation) of a "
+        f"{manifest['token_budget']:,} budget ({manifest['budget_from']}), rows `{export_id}` of `training_mix` and "
+        f"{len(manifest['files'])} {manifest['format']} shards in {manifest['data']}."
+        + ("" if not repeated else " Repeated where a super-cluster ran out: " + ", ".join(
+            f"{c['super_cluster_id']} x{c['passes']:.2f}" for c in repeated) + ".")
+        + "".join(f"\n\n**WARNING** {w}" for w in manifest["warnings"]))
+    tracker.finish()
 
 
 def remove_other_attempts(out: str, keep: str, s3: S3Config) -> None:
@@ -164,9 +222,14 @@ def remove_other_attempts(out: str, keep: str, s3: S3Config) -> None:
             files.remove_dir(f"{out}/{info.base_name}", s3)
 
 
+def check(cfg: Config) -> None:
+    check_search(cfg)
+    tracking.check_reachable(cfg.mlflow)
+
+
 SHARDS = Files("training shards", lambda cfg: cfg.export.output, lambda cfg: True)
 
 STAGE = Stage("export", "the chosen mixture materialized as a shuffled training dataset with a manifest",
               reads=(SUPER_CLUSTERS, CLUSTER_STATS, CENTROIDS, DOC_CLUSTERS, DOC_FEATURES, DOCUMENTS, MIXTURES),
-              writes=(TRAINING_MIX, SHARDS), run=run, check=check_search,
+              writes=(TRAINING_MIX, SHARDS), run=run, check=check,
               settings=("export",))

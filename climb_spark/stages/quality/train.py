@@ -121,7 +121,12 @@ def run(spark: SparkSession, cfg: Config) -> TrainReport:
     lr_used: dict[str, float] = {}
     read = lake.versions(spark, (ANNOTATIONS, DOCUMENTS))
     with mlflow.start_run(experiment_id=experiment_id, run_name="train-quality",
-                          tags={"climb.role": "train-quality", FINGERPRINT_TAG: fingerprint}) as active:
+                          tags={"climb.role": "train-quality", FINGERPRINT_TAG: fingerprint,
+                                "mlflow.note.content": (
+                                    f"The four fastText quality classifiers ({', '.join(CRITERIA)}) trained on "
+                                    f"{len(train):,} documents the `{teacher}` teacher scored; metrics on "
+                                    f"{len(held):,} held-out documents; the models are the artifacts under "
+                                    "quality_models/.")}) as active:
         mlflow.MlflowClient().log_inputs(active.info.run_id, datasets=tracking.dataset_inputs(read, "training"))
         mlflow.log_params({"teacher": teacher, "prompt_version": prompt, "label_scheme": q.label_scheme,
                            "binary_threshold": q.binary_threshold, "epoch": q.epoch, "lr": q.lr,

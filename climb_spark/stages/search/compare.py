@@ -145,6 +145,10 @@ def run(spark: SparkSession, cfg: Config, log=print) -> CompareReport:
                                                "significant", "search_id")} for r in rows])
     tracker.client.log_table(tracker.run_id, summary, "comparison.json")
     tracker.log_figure(plots.comparison(rows), "figures/comparison.png")
+    tracker.describe(f"Each method's final mixture ({', '.join(cfg.compare.methods)}) retrained over seeds "
+                     f"{', '.join(map(str, cfg.compare.seeds))} at " + " and ".join(
+                         f"the {scale} scale ({_model(p)})" for scale, p in models.items())
+                     + "; the child runs are the retrains.\n\n" + "\n\n".join(statements))
     tracker.finish()
     out = lake.ensure(spark, COMPARISONS)
     # The id covers everything the scores depend on, and every proxy is reused on a re-run: rows

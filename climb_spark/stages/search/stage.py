@@ -75,9 +75,12 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     prior /= prior.sum()
     upper = strategy.upper_bounds(pool.n_tokens, cfg.search.token_budget or cfg.export.token_budget,
                                   cfg.search.max_passes)
+    # search.method is the method this search ran (compare runs every method under one config):
+    # a filter on params.`search.method` finds each method's runs.
+    settings = dict(dataclasses.asdict(cfg.search), method=method)
     tracker = SearchRun(cfg.mlflow, sid, f"search-{method}", {
         "method": method, "pool_id": pool.pool_id, "cluster_run_id": pool.cluster_run_id,
-        "super_clusters": len(prior), **{f"search.{k}": v for k, v in dataclasses.asdict(cfg.search).items()},
+        "super_clusters": len(prior), **{f"search.{k}": v for k, v in settings.items()},
         **{f"proxy.{k}": v for k, v in dataclasses.asdict(cfg.proxy).items()},
         **{f"target.{k}": v for k, v in dataclasses.asdict(cfg.target).items()},
         **{f"prior_{i:02d}": round(p, 6) for i, p in enumerate(prior)}}, inputs=read_versions(spark, lake))
@@ -130,7 +133,7 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
            "explanation": result.explanation, "observed_score": result.observed,
            "max_weights": None if upper is None else [float(u) for u in upper],
            "mlflow_run_id": tracker.run_id,
-           "config": json.dumps({"search": dataclasses.asdict(cfg.search), "proxy": dataclasses.asdict(cfg.proxy),
+           "config": json.dumps({"search": settings, "proxy": dataclasses.asdict(cfg.proxy),
                                  "target": dataclasses.asdict(cfg.target)}, sort_keys=True),
            "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime()}
     # A re-run computes the same mixture and leaves the row (created_at kept) and the table's
@@ -138,9 +141,22 @@ def run(spark: SparkSession, cfg: Config, method: str | None = None, log=print,
     if changed:
         merge_upsert(spark, table, spark.createDataFrame([row], MIXTURES.schema),
                      MIXTURES.key, replace_when="t.weights <> s.weights")
+    report = SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, n_proxies,
+                          tracker.run_id, result.chosen_from, result.warnings, result.explanation)
+    tracker.describe(_description(report, pool))
     tracker.finish()
-    return SearchReport(sid, method, row["weights"], row["prior"], predicted, best_observed, n_proxies,
-                        tracker.run_id, result.chosen_from, result.warnings, result.explanation)
+    return report
+
+
+def _description(report: SearchReport, pool: pools.Pool) -> str:
+    """The search run's description in MLflow: what it searched and what it returned, and why."""
+    weights = ", ".join(f"{i}: {w:.4f}" for i, w in enumerate(report.weights))
+    lines = [f"`{report.method}` mixture search over the {len(report.weights)} super-clusters of token pool "
+             f"`{pool.pool_id}` ({report.n_proxies} proxies trained; the child runs are the proxies).", "",
+             f"Final mixture (super-cluster: weight): {weights}.", "",
+             f"Chosen from {report.chosen_from}: {report.explanation or '-'}."]
+    lines += [f"\n**WARNING** {w}" for w in report.warnings]
+    return "\n".join(lines)
 
 
 def read_versions(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
@@ -172,7 +188,7 @@ def _log_outputs(tracker: SearchRun, history: list[dict], result: strategy.Resul
         tracker.log_figure(plots.weights_by_iteration(history, weights, result.prior, names), "figures/weights_by_iteration.png")
     if result.fit is not None:
         tracker.log_figure(plots.predicted_vs_actual(history, result.fit), "figures/predicted_vs_actual.png")
-        tracker.log_lightgbm(result.fit.booster, [r["weights"] for r in history])
+        tracker.log_predictor(result.fit, [r["weights"] for r in history], f"predictor-{result.method}")
 
 
 def check(cfg: Config) -> None:
