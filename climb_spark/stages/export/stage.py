@@ -81,8 +81,11 @@ def run(spark: SparkSession, cfg: Config, log=print) -> ExportReport:
     wanted = e.search_id or search_id(cfg, pool, e.method)
     chosen = spark.table(lake.ensure(spark, MIXTURES)).where(F.col("search_id") == wanted).first()
     if chosen is None:
+        follows = ("" if cfg.search.token_budget or e.search_id else
+                   "; the search's data-availability bounds follow export.token_budget, so another budget is "
+                   "another search: set search.token_budget to the searched one, or export.search_id")
         raise PreconditionError(f"export: search {wanted} has no mixture yet; run `climb-spark search "
-                                f"--method {e.method}` with the same settings first")
+                                f"--method {e.method}` with the same settings first{follows}")
     weights = np.asarray(chosen["weights"], dtype=np.float64)
     # Never the search's target: a holdout's slice, or a file target's documents the corpus holds.
     docs = (without_target_documents(kept_documents(spark, cfg).where(~target_filter(cfg)),
