@@ -66,7 +66,7 @@ th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#eef1f4}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.pruned td{color:#8a939c;background:#fafafa}tr.chosen td{background:#fff4e5}
 .kept{color:#17683b;font-weight:600}.dropped{color:#a52a2a;font-weight:600}
-.snippet{max-width:360px;font-size:12px;color:#3d4650}.terms{max-width:220px}
+.why{min-width:340px}.snippet{max-width:360px;font-size:12px;color:#3d4650}.terms{max-width:220px}
 p.missing{color:#8a5a00;background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px}
 p.warn{color:#8b1a1a;background:#fdecec;border-left:4px solid #d33;padding:6px 10px}
 img{max-width:100%;border:1px solid #e3e6ea;margin:6px 0}code{background:#f0f2f4;padding:1px 4px;border-radius:3px}
@@ -112,7 +112,7 @@ def render(spark: SparkSession, cfg: Config) -> Page:
     page = Page("")
     supers = _super_clusters(r)
     mixtures = _mixtures(r, cfg, supers)
-    comparison = _comparison(r)
+    comparison = _comparison(r, mixtures.chosen["search_id"] if mixtures and mixtures.chosen else None)
     mlflow = _Mlflow(cfg)
     bodies = {
         "ingest": _ingest(r),
@@ -394,14 +394,15 @@ def _mixture_section(r: _Reader, supers: list[dict] | None, mixtures: _Mixtures 
 
     def predicted(m: dict) -> str:
         cannot = any("cannot rank" in w for w in warned[m["search_id"]])
-        return _num(m["predicted_score"], 4) + (" (the predictor cannot rank: near a random pick)"
+        # Short, as the column does not wrap: the warnings below say it in full.
+        return _num(m["predicted_score"], 4) + (" (cannot rank: see warnings)"
                                                 if cannot and m["predicted_score"] is not None else "")
 
     out.append(_table(["method", "search id", "proxies trained", "predicted score", "its observed score",
                        "best observed score", "why", "created"],
                       [[e(m["method"]) + (" (chosen)" if m is chosen else ""), f"<code>{e(m['search_id'])}</code>",
                         _num(m["n_proxies"]), predicted(m), _num(m.get("observed_score"), 4),
-                        _num(m["best_observed_score"], 4), e(m.get("explanation") or ""),
+                        _num(m["best_observed_score"], 4), f'<div class="why">{e(m.get("explanation") or "")}</div>',
                         e(str(m["created_at"])[:19])] for m in every],
                       ["chosen"] + [""] * len(others), numeric={2, 3, 4, 5}))
     said = [(m["method"], w) for m in every for w in warned[m["search_id"]]]
@@ -527,11 +528,14 @@ def _export_section(cfg: Config, supers: list[dict] | None, mixtures: _Mixtures 
 
 # -- comparison -----------------------------------------------------------------------------------
 
-def _comparison(r: _Reader) -> list[dict] | None:
+def _comparison(r: _Reader, chosen_search: str | None) -> list[dict] | None:
+    """The latest compare that retrained the chosen mixture (a later compare under other seeds is
+    another run's), else the latest one."""
     table = r.table(COMPARISONS)
     if table is None:
         return None
-    latest = table.orderBy(F.desc("created_at"), "compare_id").select("compare_id").first()
+    latest = (table.orderBy((F.col("search_id") == F.lit(chosen_search)).desc_nulls_last(), F.desc("created_at"),
+                            "compare_id").select("compare_id").first())
     if latest is None:
         return []
     return [row.asDict() for row in table.where(F.col("compare_id") == latest["compare_id"]).collect()]

@@ -116,6 +116,9 @@ def lakehouse(spark, cfg):
                   "margin": found[m].margin, "margin_against": found[m].other, "margin_low": found[m].low,
                   "margin_high": found[m].high, "significant": found[m].significant}
                  for m, sid, w in [("climb", climb_id, [0.7, 0.3]), ("uniform", "uniform-1", [0.5, 0.5])]]
+    # A later compare of another search (other seeds): not the chosen mixture's, so not shown.
+    rows.append({**rows[0], "compare_id": "compare-later", "search_id": "climb-other",
+                 "created_at": NOW + dt.timedelta(hours=2)})
     _write(spark, cfg, COMPARISONS, rows)
     return run_id, climb_id
 
@@ -182,7 +185,7 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
     assert "The target holds 3 documents, 450 tokens of the proxies' tokenizer; each proxy is evaluated on the first " \
            "400 of them" in text
     # Every search's warnings, and a prediction from a predictor that cannot rank said to be one.
-    assert "-3.3000 (the predictor cannot rank: near a random pick)" in text
+    assert "-3.3000 (cannot rank: see warnings)" in text
     assert "regmix: WARNING the predictor cannot rank mixtures (its cross-validated Spearman is 0.10" in text
     # The export: the counts in one unit, the budget, and the repeats.
     assert ("Export export-abc of the climb mixture (search " + climb_id + " ): 9 documents, 205 tokens in 2 jsonl "
@@ -196,6 +199,7 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
     assert "where an interval crosses zero, the seeds do not tell the two methods apart." in text
     assert "1 climb 3.2100 +- 0.0141 -3.2100 +- 0.0141 +0.2000 vs uniform * [+0.2000, +0.2000]" in text  # best first
     assert text.index("climb 3.2100") < text.index("uniform 3.4100")
+    assert "compare-1" in text and "compare-later" not in text
     # Each scale says who is first and whether the lead is significant, plainly.
     assert "Proxy scale: proxy model First: climb . Its lead over uniform is significant" in text
     assert "Target scale: target model First: uniform . Its lead over climb is not significant (+0.0250, interval [" in text
