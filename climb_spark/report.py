@@ -491,7 +491,9 @@ def _manifests(cfg: Config) -> list[dict]:
 
 
 def _export_section(cfg: Config, supers: list[dict] | None, mixtures: _Mixtures | None) -> tuple[bool, str]:
-    manifests = _manifests(cfg)
+    # Exports of this schema's searches only: schemas of one lakehouse share export.output.
+    ours = {m["search_id"] for m in ([mixtures.chosen] + mixtures.others if mixtures and mixtures.chosen else [])}
+    manifests = [m for m in _manifests(cfg) if m.get("search_id") in ours]
     if not manifests:
         return False, ('<p class="missing">Not there yet: no export under <code>'
                        f'{e(cfg.export.output)}</code>; <code>climb-spark export</code> writes one.</p>')

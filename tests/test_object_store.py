@@ -149,8 +149,8 @@ def test_every_table_pool_model_export_and_report_is_on_the_store(s3_run, store)
     assert rows == manifest["total_docs"] > 0
     report = fs.open_input_stream("climb/main/lake/report.html").read().decode()
     assert f"= <b>{docs:,}</b> documents" in report
-    # On the driver's disk: the metastore and nothing else.
-    assert {p.name for p in (tmp / "metastore").iterdir()} <= {"metastore_db", "derby.log", ".climb-spark.lock"}
+    # On the driver's disk: the metastore and the job's Hive session folder, nothing else.
+    assert {p.name for p in (tmp / "metastore").iterdir()} <= {"metastore_db", "derby.log", ".climb-spark.lock", "tmp"}
 
 
 def test_mlflow_is_a_server_and_its_artifacts_are_on_the_store(s3_run, tracking, store):
@@ -164,7 +164,7 @@ def test_mlflow_is_a_server_and_its_artifacts_are_on_the_store(s3_run, tracking,
     run_id = re.search(r"^report: s3a://climb/main/lake/report.html \(attached to MLflow run (\w+) as "
                        r"report/report.html\)$", stdout, re.M).group(1)
     roles = {r.data.tags.get("climb.role") for r in client.search_runs([exp.experiment_id], max_results=1000)}
-    assert roles == {"search", "proxy", "compare", "train-quality"}
+    assert roles == {"search", "proxy", "compare", "train-quality", "export"}
     stored = objects(store.filesystem(), "mlflow/artifacts")
     mine = {k for k in stored if f"/{run_id}/artifacts/" in k}
     assert {k.split(f"/{run_id}/artifacts/", 1)[1] for k in mine} >= {

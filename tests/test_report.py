@@ -4,6 +4,7 @@ import datetime as dt
 import html
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,9 +218,14 @@ def test_the_report_shows_every_section_with_the_tables_numbers_and_escapes_the_
 
 def test_a_missing_table_is_one_line_not_an_error(spark, cfg, tmp_path):
     store = tmp_path / "mlflow.db"
-    cfg = cfg.replace({"mlflow.tracking_uri": f"sqlite:///{store}"})
+    cfg = cfg.replace({"mlflow.tracking_uri": f"sqlite:///{store}", "export.output": str(tmp_path / "export")})
+    # Another schema's export in the export folder the lakehouse's schemas share: not this one's.
+    other = Path(cfg.export.output) / "export-other"
+    other.mkdir(parents=True)
+    (other / "manifest.json").write_text(json.dumps({"export_id": "export-other", "search_id": "climb-elsewhere"}))
     page = report.render(spark, cfg)
     assert not any(page.shown.values()) and page.search_run_id is None
+    assert "export-other" not in page.html
     text = " ".join(_text(page.html).split())
     assert f"no MLflow store at sqlite:///{store} yet." in text
     assert not store.exists()  # reading did not create a store

@@ -95,7 +95,11 @@ def remove_dir(uri: str, s3: S3Config) -> None:
 
     filesystem_, path = filesystem(uri, s3)
     if filesystem_.get_file_info(path).type == fs.FileType.Directory:
-        filesystem_.delete_dir(path)
+        try:
+            filesystem_.delete_dir(path)
+        except FileNotFoundError:  # listed, yet gone: such a store's empty folder, removed below
+            if not isinstance(filesystem_, fs.S3FileSystem):
+                raise
     if not isinstance(filesystem_, fs.S3FileSystem):
         return
     left, todo = [], [path]

@@ -178,7 +178,10 @@ def keep_shards_only(data: str, s3: S3Config) -> list[str]:
     filesystem, root = files.filesystem(data, s3)
     shards = []
     for info in filesystem.get_file_info(fs.FileSelector(root)):
-        if info.base_name.startswith(("_", ".")):
+        if info.type == fs.FileType.Directory:
+            # The committer's emptied `_temporary`, which an object store (SeaweedFS) may go on listing.
+            files.remove_dir(f"{data.rstrip('/')}/{info.base_name}", s3)
+        elif info.base_name.startswith(("_", ".")):
             filesystem.delete_file(info.path)
         else:
             shards.append(info.base_name)

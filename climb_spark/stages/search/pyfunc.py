@@ -7,6 +7,7 @@ cloudpickle together with the module that defines it (by value), so loading it n
 pandas, LightGBM and MLflow, not climb-spark. Columns `w_00`, `w_01`, ... are the weights of the
 super-clusters in id order; the output is the predicted score (higher is better).
 """
+import logging
 import sys
 
 import mlflow.pyfunc
@@ -44,11 +45,17 @@ def log(fit, weights, name: str):
     by_value = [predictor, sys.modules[__name__]]
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
+    # MLflow's advice on cloudpickled models and its "validating input example" line go to every
+    # search's stderr; docs/reliability.md says what the model is and where to load it from.
+    quiet = logging.getLogger("mlflow.pyfunc")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         return mlflow.pyfunc.log_model(
             name=name, python_model=model, signature=signature, input_example=x.head(3),
             pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
                               f"lightgbm=={lightgbm.__version__}", f"cloudpickle=={cloudpickle.__version__}"])
     finally:
+        quiet.setLevel(level)
         for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
