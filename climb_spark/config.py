@@ -391,7 +391,8 @@ class SearchConfig:
     # Later iterations: predicted scores of this many Dirichlet(p) draws, the top max(n^2, top_min).
     candidates: int = field(default=100000, metadata=AT_LEAST_1)
     top_min: int = field(default=128, metadata=AT_LEAST_1)
-    # climb's first round: `mixed` (half the sampler's, half uniform over the simplex) or `recipe`.
+    # climb's first round: `mixed` (half the sampler's, half uniform draws kept far apart from each
+    # other and from the sampler's, a maximin design) or `recipe`.
     first_round: str = field(default="mixed", metadata=_choice("mixed", "recipe"))
     # climb's predictor: `ensemble` (LightGBM with rounds chosen by k-fold CV blended with kernel
     # ridge, fold models and a refit averaged, their spread as uncertainty) or `recipe` (one

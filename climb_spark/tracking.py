@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -42,6 +43,10 @@ def experiment(cfg: MlflowConfig) -> str:
     # search's own line per proxy is the progress (the report lists the runs). Set it to false to
     # have them back.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A new SQLite store's set-up ("Creating initial MLflow database tables...", then alembic's
+    # migration steps) is MLflow's business, not a line of the run; its warnings still show.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
     if found is not None and found.lifecycle_stage == "deleted":

@@ -23,6 +23,20 @@ def test_two_lakehouses_tables_at_the_same_version_keep_their_own_sources(tmp_pa
                for inputs in logged.values() for i in inputs)
 
 
+def test_a_new_store_is_set_up_without_mlflows_info_lines(tmp_path, capfd):
+    """Issue 28: a fresh lakehouse's first run printed MLflow's "Creating initial MLflow database
+    tables..." and "Updating database tables" among the stage lines."""
+    from climb_spark.config import MlflowConfig
+    from climb_spark.tracking import experiment
+
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/new/mlflow.db", experiment="climb-spark",
+                       artifact_location=str(tmp_path / "artifacts"))
+    created = experiment(cfg)
+    assert MlflowClient(cfg.tracking_uri).get_experiment(created).name == "climb-spark"
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
 def test_an_experiment_deleted_in_the_ui_is_restored_with_its_runs_and_a_search_resumes_in_it(tmp_path, capfd):
     """Issue 29: with the configured experiment deleted (as the UI deletes it), a search ended in a
     40-line `MlflowException: The experiment 1 must be in the 'active' state`."""
@@ -33,7 +47,6 @@ def test_an_experiment_deleted_in_the_ui_is_restored_with_its_runs_and_a_search_
                        artifact_location=str(tmp_path / "artifacts"))
     first = SearchRun(cfg, "climb-abc", "search-climb", {"method": "climb"})
     first.finish()
-    capfd.readouterr()  # MLflow's own lines as it creates the store
     client = MlflowClient(cfg.tracking_uri)
     client.delete_experiment(first.experiment_id)
     assert client.get_experiment(first.experiment_id).lifecycle_stage == "deleted"

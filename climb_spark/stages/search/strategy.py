@@ -164,11 +164,22 @@ class _Search:
     def _first(self, n: int) -> np.ndarray:
         if self.cfg.first_round == "recipe":
             return samplers.regmix_sample(self.prior, n, self.rng, self.cfg)
-        # The sampler's mixtures are sparse and lean to the prior; uniform draws over the simplex
-        # give the predictor the dense interior too.
+        # The sampler's mixtures are sparse and lean to the prior; the other half covers the dense
+        # interior. A handful of uniform draws often fall close together, leaving a region (and an
+        # interior optimum) unseen, so each is the farthest (L1) of many draws from every mixture
+        # already chosen: a maximin design.
         dense = n // 2
-        return np.vstack([samplers.regmix_sample(self.prior, n - dense, self.rng, self.cfg),
-                          samplers.uniform_random(len(self.prior), dense, self.rng)])
+        sparse = samplers.regmix_sample(self.prior, n - dense, self.rng, self.cfg)
+        if dense == 0:
+            return sparse
+        pool = self._feasible(samplers.uniform_random(len(self.prior), 64 * dense, self.rng))
+        nearest = np.abs(pool[:, None, :] - self._feasible(sparse)[None]).sum(axis=2).min(axis=1)
+        picks = []
+        for _ in range(dense):
+            pick = pool[int(np.argmax(nearest))]
+            picks.append(pick)
+            nearest = np.minimum(nearest, np.abs(pool - pick).sum(axis=1))
+        return np.vstack([sparse, picks])
 
     # --- evaluations and fits -------------------------------------------------------------
     def _feasible(self, weights: np.ndarray) -> np.ndarray:
